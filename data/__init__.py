@@ -1,0 +1,14 @@
+"""DataModules: where a run's examples come from and how they become per-replica batches.
+
+- `DataModule`: the interface the `Trainer` uses (Lightning's `LightningDataModule`).
+- `ImageClassificationData`: the tf.data pipeline shared by every image classification source.
+- `TFDSImageData`: any TFDS image classification dataset (cifar10, mnist, ...).
+- `ArrayImageData`: in-memory NumPy arrays (tests, benchmarks, quick experiments).
+"""
+
+from data.arrays import ArrayImageData
+from data.datamodule import DataModule
+from data.image_classification import ImageClassificationData
+from data.tfds_images import TFDSImageData
+
+__all__ = ["ArrayImageData", "DataModule", "ImageClassificationData", "TFDSImageData"]

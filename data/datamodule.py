@@ -1,0 +1,49 @@
+"""The `DataModule` interface: the data half of a run, as the `Trainer` sees it."""
+
+import tensorflow as tf
+
+
+class DataModule:
+    """Owns a run's data: preparing it, and building one tf.data pipeline per input pipeline.
+
+    The Trainer calls `prepare_data()` then `setup()` once per process, then asks for datasets
+    through `tf.distribute.Strategy.distribute_datasets_from_function`, which passes a
+    `tf.distribute.InputContext`: the dataset built for it must hold this input pipeline's shard
+    of the data, batched with `ctx.get_per_replica_batch_size(batch_size)`.
+
+    Attributes:
+        batch_size: the global batch size: examples per training step summed over all replicas.
+    """
+
+    batch_size: int
+
+    def prepare_data(self) -> None:
+        """Runs once per host before `setup`: downloads and prepares the data on disk."""
+
+    def setup(self) -> None:
+        """Runs once per process after `prepare_data`: reads metadata and checks the splits."""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input example, without the batch dimension."""
+        raise NotImplementedError
+
+    def steps_per_epoch(self) -> int:
+        """Training steps (global batches) in one epoch."""
+        raise NotImplementedError
+
+    def train_dataset(self, ctx: tf.distribute.InputContext, *, start_epoch: int = 0) -> tf.data.Dataset:
+        """Returns an endless dataset of training batches, epoch after epoch from `start_epoch`."""
+        raise NotImplementedError
+
+    def val_dataset(self, ctx: tf.distribute.InputContext) -> tf.data.Dataset | None:
+        """Returns the validation batches (each example exactly once), or None for no validation."""
+        return None
+
+    def test_dataset(self, ctx: tf.distribute.InputContext) -> tf.data.Dataset | None:
+        """Returns the test batches (each example exactly once), or None for no test set."""
+        return None
+
+    def predict_dataset(self, ctx: tf.distribute.InputContext) -> tf.data.Dataset | None:
+        """Returns the batches to predict on; by default the test batches."""
+        return self.test_dataset(ctx)

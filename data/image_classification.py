@@ -1,0 +1,120 @@
+"""The tf.data pipeline shared by every image classification DataModule.
+
+A source (TFDS, NumPy arrays) provides this input pipeline's shard of (uint8 image, integer label)
+examples; this module turns them into batches:
+
+    training:   cache -> [per epoch: stateless shuffle(seed, epoch) -> batch(drop_remainder) -> take]
+                -> to float -> prefetch
+    evaluation: cache -> batch (partial last batch kept) -> to float -> prefetch
+"""
+
+import tensorflow as tf
+
+from data import datamodule
+
+STAGES = ("train", "val", "test")
+
+
+def _to_float(images, labels):
+    """uint8 pixels in [0, 255] -> float32 in [0, 1]; done per batch, after the cache, to keep it small."""
+    return tf.cast(images, tf.float32) / 255.0, tf.cast(labels, tf.int32)
+
+
+class ImageClassificationData(datamodule.DataModule):
+    """Batches (image, label) examples for training and evaluation under any `tf.distribute` strategy.
+
+    Subclasses provide `_read(stage, ctx)` and `_num_examples(stage)`, and set `input_shape`,
+    `num_classes` and `class_names` in `setup()`.
+
+    Args:
+        batch_size: global batch size (all replicas together); each replica gets
+            `batch_size / num_replicas` examples per step.
+        seed: seeds the shuffle; epoch e's order is a pure function of (seed, e).
+        shuffle_buffer_size: examples shuffled together as one block; the default covers all of
+            CIFAR-10, which gives a uniform permutation every epoch. Larger splits are permuted
+            block by block.
+    """
+
+    def __init__(self, *, batch_size: int = 64, seed: int = 0, shuffle_buffer_size: int = 50_000):
+        if batch_size < 1:
+            raise ValueError(f"batch_size ({batch_size}) must be a positive number of examples")
+        if shuffle_buffer_size < 1:
+            raise ValueError(f"shuffle_buffer_size ({shuffle_buffer_size}) must be positive")
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle_buffer_size = shuffle_buffer_size
+        self.num_classes: int | None = None
+        self.class_names: list[str] = []
+        self._input_shape: tuple[int, ...] | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        if self._input_shape is None:
+            raise RuntimeError("call setup() before reading input_shape")
+        return self._input_shape
+
+    def _read(self, stage: str, ctx: tf.distribute.InputContext) -> tf.data.Dataset | None:
+        """Returns this input pipeline's shard of (image, label) examples, or None if no such split."""
+        raise NotImplementedError
+
+    def _num_examples(self, stage: str) -> int:
+        """Returns the number of examples of `stage` over all input pipelines (0 if no such split)."""
+        raise NotImplementedError
+
+    def steps_per_epoch(self) -> int:
+        num_examples = self._num_examples("train")
+        if num_examples < self.batch_size:
+            raise ValueError(f"batch_size ({self.batch_size}) is larger than the training split "
+                             f"({num_examples} examples): not even one step fits in an epoch")
+        return num_examples // self.batch_size
+
+    def dropped_per_epoch(self) -> int:
+        """Training examples left out of each epoch by drop_remainder (a different few each epoch)."""
+        return self._num_examples("train") - self.steps_per_epoch() * self.batch_size
+
+    def train_dataset(self, ctx, *, start_epoch=0):
+        batch_size = ctx.get_per_replica_batch_size(self.batch_size)
+        # One global step takes one batch from each of this pipeline's replicas.
+        batches_per_epoch = (self.steps_per_epoch() * ctx.num_replicas_in_sync
+                             // ctx.num_input_pipelines)
+        examples = self._read("train", ctx).cache()  # decoded once, in memory from epoch 2 on
+
+        def one_epoch(epoch):
+            # Full batches only: every step has the same static shapes, so the step is traced once.
+            return (examples.batch(self.shuffle_buffer_size).enumerate()
+                    .map(lambda block, pair: self._shuffle_block(pair, epoch, block))
+                    .unbatch().batch(batch_size, drop_remainder=True).take(batches_per_epoch))
+
+        batches = tf.data.Dataset.counter(start_epoch).flat_map(one_epoch)
+        return batches.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    def _shuffle_block(self, pair, epoch, block):
+        """Permutes a block of examples with a stateless shuffle keyed by (seed, epoch, block).
+
+        The order of every epoch is a pure function of the seed and the epoch number, so a resumed
+        run can rebuild any epoch without checkpointing a shuffle buffer. A split that fits in one
+        block (`shuffle_buffer_size` examples) gets a uniform random permutation.
+        """
+        images, labels = pair
+        key = tf.stack([tf.cast(self.seed, tf.int64), epoch * 1_000_003 + block])
+        order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(labels)[0]), seed=key)
+        return tf.gather(images, order), tf.gather(labels, order)
+
+    def val_dataset(self, ctx):
+        return self._evaluation_dataset("val", ctx)
+
+    def test_dataset(self, ctx):
+        return self._evaluation_dataset("test", ctx)
+
+    def _evaluation_dataset(self, stage, ctx):
+        examples = self._read(stage, ctx)
+        if examples is None:
+            return None
+        batch_size = ctx.get_per_replica_batch_size(self.batch_size)
+        # The partial last batch is kept: evaluation sees every example exactly once.
+        batches = examples.cache().batch(batch_size).map(_to_float).prefetch(2)
+        # A new iterator is made for every evaluation; destroying one with autotuning on stalls
+        # for seconds while the autotune thread backs off (../shared/PITFALLS.md item 19).
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return batches.with_options(options)

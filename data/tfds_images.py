@@ -1,0 +1,93 @@
+"""An image classification DataModule for any TFDS dataset with `image` and `label` features."""
+
+import os
+
+import tensorflow_datasets as tfds
+
+from data import image_classification
+
+
+class TFDSImageData(image_classification.ImageClassificationData):
+    """CIFAR-10, MNIST, CIFAR-100, ... from tensorflow-datasets.
+
+    Args:
+        name: TFDS dataset name, e.g. "cifar10".
+        data_dir: where TFDS keeps prepared datasets; None means TFDS' default (~/tensorflow_datasets).
+        download: whether `prepare_data` may download a dataset that is not prepared in `data_dir`.
+        train_split, val_split, test_split: TFDS split strings such as "train[:90%]"; an empty
+            string for val/test means no such stage.
+        **pipeline_kwargs: `batch_size`, `seed`, `shuffle_buffer_size` (see ImageClassificationData).
+    """
+
+    def __init__(self, *, name: str = "cifar10", data_dir: str | None = None, download: bool = True,
+                 train_split: str = "train", val_split: str = "test", test_split: str = "test",
+                 **pipeline_kwargs):
+        super().__init__(**pipeline_kwargs)
+        if not train_split:
+            raise ValueError("train_split ('') must name a TFDS split, e.g. 'train'")
+        self.name = name
+        self.data_dir = os.path.expanduser(data_dir) if data_dir else None
+        self.download = download
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self._counts: dict[str, int] = {}
+        try:
+            self._builder = tfds.builder(name, data_dir=self.data_dir)
+        except tfds.core.registered.DatasetNotFoundError:
+            raise ValueError(f"dataset ({name!r}) is not a TFDS dataset name; "
+                             "see tfds.list_builders() for the names") from None
+
+    def prepare_data(self):
+        if self._builder.is_prepared():
+            return
+        where = self.data_dir or "TFDS' default data_dir"
+        if not self.download:
+            raise FileNotFoundError(
+                f"dataset {self.name!r} is not prepared in {where} and downloading is off; pass "
+                "data_dir (--data_dir) pointing at a directory that holds it prepared")
+        try:
+            self._builder.download_and_prepare()
+        except Exception as error:  # Network and disk failures arrive as many unrelated types.
+            raise RuntimeError(
+                f"could not download and prepare dataset {self.name!r} into {where} ({error}). "
+                "Without network access, pass data_dir (--data_dir) pointing at a directory that "
+                "holds it prepared, e.g. --data_dir=../shared/tensorflow_datasets") from error
+
+    def setup(self):
+        features = self._builder.info.features
+        if "image" not in features or "label" not in features:
+            raise ValueError(f"dataset ({self.name!r}) is not an image classification dataset: "
+                             f"it has features {sorted(features)}, not 'image' and 'label'")
+        shape = tuple(features["image"].shape)
+        if None in shape:
+            raise ValueError(f"dataset ({self.name!r}) has images of varying size {shape}; "
+                             "this DataModule needs fixed-size images")
+        self._input_shape = shape
+        self.num_classes = features["label"].num_classes
+        self.class_names = list(features["label"].names)
+        for stage in image_classification.STAGES:
+            self._counts[stage] = self._count(stage)
+
+    def _count(self, stage):
+        split = self.splits[stage]
+        if not split:
+            return 0
+        try:
+            examples = self._builder.as_dataset(split=split)
+        except (ValueError, KeyError, AssertionError) as error:
+            raise ValueError(f"{stage}_split ({split!r}) is not a valid split of {self.name}: "
+                             f"{error}") from None
+        return int(examples.cardinality())
+
+    def _num_examples(self, stage):
+        if stage not in self._counts:
+            raise RuntimeError("call setup() before asking for datasets")
+        return self._counts[stage]
+
+    def _read(self, stage, ctx):
+        split = self.splits[stage]
+        if not split:
+            return None
+        if ctx.num_input_pipelines > 1:
+            # Shard by examples, not files: CIFAR-10 stores each split in a single file.
+            split = tfds.even_splits(split, n=ctx.num_input_pipelines)[ctx.input_pipeline_id]
+        return self._builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)

@@ -1,0 +1,11 @@
+"""absl flag definitions, one module per concern. Only `trainer/main.py` reads their values.
+
+    flags.model          --model, --learning_rate, --sync_batchnorm
+    flags.dataset        --dataset, --data_dir, --download, --batch_size, splits
+    flags.training       --epochs, --seed, --model_dir, --steps_per_loop, --run_eagerly
+    flags.distribution   --strategy, --cpu_devices
+"""
+
+from flags import dataset, distribution, model, training
+
+__all__ = ["dataset", "distribution", "model", "training"]

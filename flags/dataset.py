@@ -1,0 +1,26 @@
+"""Flags that choose the data and how it is batched."""
+
+from absl import flags
+
+DATASET = flags.DEFINE_string(
+    "dataset", "cifar10",
+    "TFDS image classification dataset name, e.g. cifar10, cifar100, mnist, fashion_mnist.")
+DATA_DIR = flags.DEFINE_string(
+    "data_dir", None,
+    "Directory where TFDS keeps prepared datasets (default: TFDS' ~/tensorflow_datasets). To train "
+    "offline, point it at a directory holding the prepared dataset, e.g. "
+    "../shared/tensorflow_datasets.")
+DOWNLOAD = flags.DEFINE_boolean(
+    "download", True, "Download and prepare the dataset if it is not prepared in --data_dir.")
+BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 64,
+    "Global batch size in examples: summed over all replicas, so each replica gets "
+    "batch_size / replicas. Must be divisible by the number of replicas.", lower_bound=1)
+TRAIN_SPLIT = flags.DEFINE_string(
+    "train_split", "train", "TFDS split to train on, e.g. 'train' or 'train[:90%]'.")
+VAL_SPLIT = flags.DEFINE_string(
+    "val_split", "test",
+    "TFDS split to validate on after every epoch, e.g. 'train[90%:]'; '' for no validation. The "
+    "default 'test' follows the tutorial, which evaluates on the test set each epoch.")
+TEST_SPLIT = flags.DEFINE_string(
+    "test_split", "test", "TFDS split to test on after training; '' to skip testing.")

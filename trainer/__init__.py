@@ -1,0 +1,14 @@
+"""The framework: `Module` (model + steps), `Trainer` (the distributed loop) and their helpers.
+
+- `module.py`: `Module`, the LightningModule analogue, and the `LogBook` behind `Module.log`.
+- `classifier.py`: `ImageClassifier`, the tutorial's task.
+- `trainer.py`: `Trainer`, the hand-written `tf.function` loop.
+- `distribute.py`: strategy selection and replica checks.
+- `main.py`: the command line (`python -m trainer.main`).
+"""
+
+from trainer.classifier import ImageClassifier
+from trainer.module import Module
+from trainer.trainer import Trainer
+
+__all__ = ["ImageClassifier", "Module", "Trainer"]

@@ -1,0 +1,80 @@
+"""Command line entry point: `python -m trainer.main --model=functional`.
+
+The only place that reads flag values: it turns them into keyword arguments for the DataModule,
+the Module and the Trainer, runs fit then test, and writes `<model_dir>/results.json`.
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import logging
+
+import flags as run_flags
+import data
+import layers
+import trainer
+from trainer import distribute
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
+    try:
+        results = _run()
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
+        logging.error("%s", error)
+        sys.exit(f"error: {error}")
+    logging.info("results: %s", json.dumps(results))
+
+
+def _run() -> dict:
+    # The strategy comes first: it fixes the devices before anything else touches TensorFlow.
+    strategy = distribute.create_strategy(run_flags.distribution.STRATEGY.value,
+                                          cpu_devices=run_flags.distribution.CPU_DEVICES.value)
+    model_name = run_flags.model.MODEL.value
+    dataset_name = run_flags.dataset.DATASET.value
+    model_dir = run_flags.training.MODEL_DIR.value or os.path.join(
+        "runs", f"{dataset_name}-{model_name}")
+
+    datamodule = data.TFDSImageData(
+        name=dataset_name,
+        data_dir=run_flags.dataset.DATA_DIR.value,
+        download=run_flags.dataset.DOWNLOAD.value,
+        train_split=run_flags.dataset.TRAIN_SPLIT.value,
+        val_split=run_flags.dataset.VAL_SPLIT.value,
+        test_split=run_flags.dataset.TEST_SPLIT.value,
+        batch_size=run_flags.dataset.BATCH_SIZE.value,
+        seed=run_flags.training.SEED.value)
+    datamodule.prepare_data()
+    datamodule.setup()  # Reads the image shape and class count the network is built for.
+
+    fit = trainer.Trainer(
+        strategy=strategy,
+        epochs=run_flags.training.EPOCHS.value,
+        steps_per_loop=run_flags.training.STEPS_PER_LOOP.value,
+        seed=run_flags.training.SEED.value,
+        run_eagerly=run_flags.training.RUN_EAGERLY.value)
+    with strategy.scope():
+        network = layers.build_cnn(model_name, input_shape=datamodule.input_shape,
+                                   num_classes=datamodule.num_classes,
+                                   sync_batchnorm=run_flags.model.SYNC_BATCHNORM.value)
+        module = trainer.ImageClassifier(network, learning_rate=run_flags.model.LEARNING_RATE.value)
+
+    results = {"model": model_name, "dataset": dataset_name,
+               "replicas": strategy.num_replicas_in_sync,
+               "global_batch_size": datamodule.batch_size}
+    results.update(fit.fit(module, datamodule))
+    if run_flags.dataset.TEST_SPLIT.value:
+        results.update(fit.test(module, datamodule))
+    if fit.is_chief:
+        os.makedirs(model_dir, exist_ok=True)
+        with open(os.path.join(model_dir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        logging.info("wrote %s", os.path.join(model_dir, "results.json"))
+    return results
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,129 @@
+"""`Module`: the model, its per-batch steps and its optimizer, in one `tf.keras.Model` subclass.
+
+It is Lightning's `LightningModule` in Keras: the Trainer owns the loop, the Module owns the math.
+"""
+
+import contextlib
+
+import tensorflow as tf
+
+STAGES = ("train", "val", "test")
+
+
+class LogBook:
+    """One `tf.keras.metrics.Mean` per name a step hook logs, per stage.
+
+    The Trainer learns the names by tracing each hook once before training (`discovering`),
+    creates the metrics inside `strategy.scope()` (`create`), and reads them outside the graph.
+    It is a plain object, not a Keras layer, so Keras does not freeze it once the model is built.
+    """
+
+    def __init__(self):
+        self.metrics: dict[str, dict[str, tf.keras.metrics.Mean]] = {s: {} for s in STAGES}
+        self.stage: str | None = None
+        self._discovered: list[str] | None = None
+
+    @contextlib.contextmanager
+    def recording(self, stage: str):
+        """Routes `Module.log` calls made inside the block to `stage`'s metrics."""
+        previous, self.stage = self.stage, stage
+        try:
+            yield
+        finally:
+            self.stage = previous
+
+    @contextlib.contextmanager
+    def discovering(self, stage: str):
+        """Inside the block, `Module.log` only collects names (into the yielded list)."""
+        self._discovered = []
+        try:
+            with self.recording(stage):
+                yield self._discovered
+        finally:
+            self._discovered = None
+
+    def record(self, name, value, weight):
+        if self.stage is None:
+            raise RuntimeError(f"log({name!r}, ...) was called outside a step hook run by the Trainer")
+        if self._discovered is not None:
+            if name not in self._discovered:
+                self._discovered.append(name)
+            return
+        self.metrics[self.stage][name].update_state(value, sample_weight=weight)
+
+    def create(self, stage: str, names: list[str]) -> None:
+        """Creates the missing metrics of `stage`; call inside `strategy.scope()`."""
+        for name in names:
+            if name not in self.metrics[stage]:
+                self.metrics[stage][name] = tf.keras.metrics.Mean(name=f"{stage}_{name}")
+
+    def reset(self, stage: str) -> None:
+        for metric in self.metrics[stage].values():
+            metric.reset_state()
+
+    def results(self, stage: str) -> dict[str, float]:
+        """Returns {"<stage>_<name>": mean}; a host sync, and under MultiWorker a collective."""
+        return {f"{stage}_{name}": float(metric.result())
+                for name, metric in self.metrics[stage].items()}
+
+
+class Module(tf.keras.Model):
+    """A `tf.keras.Model` that also knows how to train, evaluate and predict on a batch.
+
+    Subclass it, build the layers in `__init__`, write `call`, and fill in the hooks below. The
+    `Trainer` calls each step hook on every replica, inside a traced `tf.function`, on that
+    replica's slice of the global batch. Keras' own `fit`/`evaluate`/`predict` are not used: the
+    Trainer's loop replaces them (and `test_step`/`predict_step` override Keras' methods of the
+    same names).
+
+    Attributes:
+        global_batch_size: examples per optimizer step summed over all replicas; set by the Trainer
+            and used by `average_over_global_batch`.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.global_batch_size: int | None = None
+        self.logbook = LogBook()
+
+    def training_step(self, batch):
+        """Runs on every replica for each training batch; returns the loss to minimize, averaged over the global batch."""
+
+    def validation_step(self, batch):
+        """Runs on every replica for each validation batch; logs metrics with `self.log`."""
+
+    def test_step(self, batch):
+        """Runs on every replica for each test batch; logs metrics with `self.log`."""
+
+    def predict_step(self, batch):
+        """Runs on every replica for each prediction batch; returns a batch of predictions."""
+
+    def configure_optimizers(self):
+        """Runs once, inside `strategy.scope()`, before training; returns a `tf.keras.optimizers.Optimizer`."""
+
+    def log(self, name: str, value, *, weight=None) -> None:
+        """Adds `value` to the running mean of `name` for the stage being run.
+
+        Pass per-example values (a vector with one entry per example) for an exact mean over the
+        epoch, also when the last batch is partial; a scalar counts once per call unless `weight`
+        says otherwise. The mean reaches the progress lines, the epoch line, the logs dict and
+        results.json as `<stage>_<name>`, e.g. `val_accuracy`.
+
+        Args:
+            name: metric name, without the stage prefix.
+            value: a scalar or a tensor of values to average.
+            weight: optional weight of each value (broadcast to `value`'s shape).
+        """
+        self.logbook.record(name, value, weight)
+
+    def average_over_global_batch(self, per_example_loss):
+        """Returns sum(per_example_loss) / global batch size, plus this replica's regularization share.
+
+        Each replica computes gradients on its slice and `apply_gradients` SUMS them across replicas.
+        Dividing by the global batch (not the replica's slice) makes that sum the gradient of the
+        mean loss over the global batch, exactly as on one device (../shared/PITFALLS.md item 1).
+        """
+        loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=self.global_batch_size)
+        if self.losses:
+            loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+        return loss

@@ -1,0 +1,307 @@
+"""The `Trainer`: a hand-written training loop that runs a `Module` under a `tf.distribute` strategy.
+
+Read it top to bottom: `fit` is the host loop (plain Python), `_train_step` is the math of one
+optimizer step (traced), and the `_..._loop` methods are the glue that runs many traced steps per
+call. ../shared/PITFALLS.md explains each rule the comments cite.
+"""
+
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from trainer import distribute
+
+_UNLIMITED = 2**31 - 1  # "until the data ends", as a step bound for tf.range
+
+
+class Trainer:
+    """Fits, validates, tests and predicts with a `Module` under a `tf.distribute` strategy.
+
+    `fit` in pseudocode; lines marked [traced] run inside a `tf.function`, the rest is Python:
+
+        with strategy.scope():
+            build the module's variables, its optimizer and its logged metrics
+        train_iterator = iter(distributed training dataset)   # endless: epoch after epoch
+        for epoch in range(epochs):
+            reset the training metrics
+            while optimizer.iterations < (epoch + 1) * steps_per_epoch:
+                train_loop(train_iterator, n)    [traced] n times strategy.run(train_step)
+                log progress                     # the only host sync: once per n steps
+            average the replicas' BatchNorm statistics         [traced]
+            eval_loop(iter(validation dataset))  [traced] strategy.run(validation_step) per batch
+            log the epoch line: train and validation metrics, seconds, images/s
+
+    Traced (with `tf.function`, unless `run_eagerly`): `_train_loop` (with `_train_step`),
+    `_eval_loop`, `_predict_step`, `_average_replica_copies`. Everything else is eager Python.
+    The only step counter is `optimizer.iterations`.
+
+    Args:
+        strategy: the `tf.distribute.Strategy` to run under; default: TensorFlow's default
+            strategy (one device). Create the module inside `strategy.scope()`.
+        epochs: passes over the training data.
+        steps_per_loop: training steps per `tf.function` call; more steps per call means fewer
+            Python->graph dispatches and host syncs, but coarser progress lines.
+        seed: if set, seeds Python, NumPy and TensorFlow before the variables are created.
+        run_eagerly: run the step functions as plain Python (no `tf.function`), so that a
+            debugger can stop inside `training_step`. Much slower.
+        progress_every_s: seconds between progress lines inside an epoch.
+    """
+
+    def __init__(self, *, strategy: tf.distribute.Strategy | None = None, epochs: int = 10,
+                 steps_per_loop: int = 100, seed: int | None = None, run_eagerly: bool = False,
+                 progress_every_s: float = 20.0):
+        if epochs < 1:
+            raise ValueError(f"epochs ({epochs}) must be at least 1")
+        if steps_per_loop < 1:
+            raise ValueError(f"steps_per_loop ({steps_per_loop}) must be at least 1")
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.epochs = epochs
+        self.steps_per_loop = steps_per_loop
+        self.seed = seed
+        self.run_eagerly = run_eagerly
+        self.progress_every_s = progress_every_s
+        self.is_chief = distribute.is_chief(self.strategy)
+        self.module = None
+        self.optimizer = None
+        self.datamodule = None
+        self.history: list[dict[str, float]] = []
+
+    # ---- Public entry points (eager) ---------------------------------------------------------
+
+    def fit(self, module, datamodule) -> dict[str, float]:
+        """Trains `module` on `datamodule` for `epochs`, validating after every epoch.
+
+        Returns:
+            The last epoch's logs (`train_loss`, `val_accuracy`, ...) plus `steps`, `epochs` and
+            `wall_time_s`.
+        """
+        start_time = time.perf_counter()
+        self._setup(module, datamodule)
+        steps_per_epoch = datamodule.steps_per_epoch()
+        self._log_plan(steps_per_epoch)
+        train_data = self.strategy.distribute_datasets_from_function(
+            lambda ctx: datamodule.train_dataset(ctx, start_epoch=0))
+        self._create_logged_metrics("train", module.training_step, train_data)
+        train_iterator = iter(train_data)  # long-lived: tf.data keeps its buffers warm across epochs
+
+        for epoch in range(self.epochs):
+            logs = self._train_epoch(train_iterator, epoch, steps_per_epoch)
+            if self._distributed_dataset("val") is not None:
+                logs.update(self._evaluate("val"))
+            self.history.append(logs)
+            self._print(self._epoch_line(epoch, logs))
+
+        self._average_replica_copies()
+        return {**self.history[-1], "steps": int(self.optimizer.iterations),
+                "epochs": self.epochs, "wall_time_s": time.perf_counter() - start_time}
+
+    def validate(self, module, datamodule) -> dict[str, float]:
+        """Runs `validation_step` over the whole validation set; returns `val_*` means."""
+        self._setup(module, datamodule)
+        return self._evaluate_or_raise("val")
+
+    def test(self, module, datamodule) -> dict[str, float]:
+        """Runs `test_step` over the whole test set; returns `test_*` means."""
+        self._setup(module, datamodule)
+        logs = self._evaluate_or_raise("test")
+        self._print("test | " + _format(logs))
+        return logs
+
+    def predict(self, module, datamodule) -> np.ndarray:
+        """Returns `predict_step`'s outputs over `datamodule.predict_dataset`, in dataset order."""
+        self._setup(module, datamodule)
+        dataset = self._distributed_dataset("predict")
+        if dataset is None:
+            raise ValueError("the datamodule has no predict_dataset (and no test_dataset)")
+        predict_step = self._compiled("predict", self._predict_step)
+        return np.concatenate([predict_step(batch).numpy() for batch in dataset])
+
+    # ---- Set-up: every variable is created inside strategy.scope() --------------------------
+
+    def _setup(self, module, datamodule):
+        """Prepares the data and creates the module's variables and optimizer, once per module."""
+        if module is self.module and datamodule is self.datamodule:
+            return
+        datamodule.prepare_data()
+        datamodule.setup()
+        replicas = self.strategy.num_replicas_in_sync
+        if datamodule.batch_size % replicas:
+            raise ValueError(f"batch_size ({datamodule.batch_size}) must be divisible by the "
+                             f"number of replicas ({replicas})")
+        if self.seed is not None:
+            tf.keras.utils.set_random_seed(self.seed)
+        module.global_batch_size = datamodule.batch_size
+        with self.strategy.scope():
+            if not module.built:  # The first call creates the variables, mirrored on every replica.
+                module(tf.zeros([1, *datamodule.input_shape]), training=False)
+            self._check_variables_in_scope(module)
+            optimizer = module.configure_optimizers()
+            if not isinstance(optimizer, tf.keras.optimizers.Optimizer):
+                raise TypeError("configure_optimizers() must return a tf.keras optimizer, "
+                                f"got {optimizer!r}")
+            # Slots are built now, eagerly: created lazily inside the distributed step they
+            # crash on Keras 3.15 (PITFALLS item 3).
+            optimizer.build(module.trainable_variables)
+        self.module, self.optimizer, self.datamodule = module, optimizer, datamodule
+        self._functions: dict[str, object] = {}
+        self._datasets: dict[str, object] = {}
+        if self.is_chief:
+            module.summary(expand_nested=True)
+
+    def _check_variables_in_scope(self, module):
+        for variable in module.variables:
+            if not self.strategy.extended.variable_created_in_scope(variable.value):
+                raise ValueError(
+                    f"variable {variable.path} was created outside this Trainer's strategy scope: "
+                    "create the module inside `with trainer.strategy.scope():` and do not call it "
+                    "before fit, so that the Trainer builds it there")
+
+    def _create_logged_metrics(self, stage, hook, dataset):
+        """Traces `hook` once, without running it, to learn what it logs; creates those metrics."""
+        logbook = self.module.logbook
+        with logbook.discovering(stage) as names:
+            traced = tf.function(lambda batch: self.strategy.run(hook, args=(batch,)))
+            outputs = traced.get_concrete_function(dataset.element_spec).structured_outputs
+        if stage == "train" and outputs is None:
+            raise TypeError("training_step(batch) must return the loss to minimize, got None")
+        with self.strategy.scope():
+            logbook.create(stage, names)
+
+    def _compiled(self, name, function):
+        """Wraps `function` in `tf.function` once and caches it (as Keras' make_train_function)."""
+        if name not in self._functions:
+            self._functions[name] = function if self.run_eagerly else tf.function(function)
+        return self._functions[name]
+
+    def _distributed_dataset(self, stage):
+        """The datamodule's dataset for `stage`, distributed across replicas (None if it has none)."""
+        if stage not in self._datasets:
+            make = {"val": self.datamodule.val_dataset, "test": self.datamodule.test_dataset,
+                    "predict": self.datamodule.predict_dataset}[stage]
+            has_data = make(tf.distribute.InputContext()) is not None
+            self._datasets[stage] = (self.strategy.distribute_datasets_from_function(make)
+                                     if has_data else None)
+        return self._datasets[stage]
+
+    # ---- Training ----------------------------------------------------------------------------
+
+    def _train_epoch(self, iterator, epoch, steps_per_epoch):
+        """Runs one epoch of training steps, `steps_per_loop` per call; returns the epoch's logs."""
+        self.module.logbook.reset("train")
+        train_loop = self._compiled("train", self._train_loop)
+        end_step = (epoch + 1) * steps_per_epoch
+        step = first_step = int(self.optimizer.iterations)
+        start_time = last_print = time.perf_counter()
+        while step < end_step:
+            train_loop(iterator, tf.constant(min(self.steps_per_loop, end_step - step)))
+            step = int(self.optimizer.iterations)  # A host sync: once per loop, never per step.
+            if time.perf_counter() - last_print > self.progress_every_s:
+                last_print = time.perf_counter()
+                self._print(f"epoch {epoch + 1}/{self.epochs} | step {step}/{end_step} | "
+                            + _format(self.module.logbook.results("train")))
+        seconds = time.perf_counter() - start_time
+        images = (step - first_step) * self.datamodule.batch_size
+        return {**self.module.logbook.results("train"), "train_seconds": seconds,
+                "train_images_per_s": images / seconds}
+
+    def _train_loop(self, iterator, num_steps):
+        """Runs `num_steps` training steps in one call: one dispatch and host sync per call."""
+        with self.module.logbook.recording("train"):
+            for _ in tf.range(num_steps):  # A tensor bound: a graph loop, traced once for any n.
+                self.strategy.run(self._train_step, args=(next(iterator),))
+
+    def _train_step(self, batch):
+        """One optimizer step on this replica's slice of the global batch; runs on every replica."""
+        variables = self.module.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = self.module.training_step(batch)  # forward + loss / global batch size
+        grads = tape.gradient(loss, variables)
+        # In replica context, apply_gradients first all-reduces: it SUMS every replica's grads,
+        # then each replica applies the same update to its own copy of the variables.
+        self.optimizer.apply_gradients(zip(grads, variables))
+
+    # ---- Evaluation and prediction -------------------------------------------------------------
+
+    def _evaluate_or_raise(self, stage):
+        if self._distributed_dataset(stage) is None:
+            raise ValueError(f"the datamodule has no {stage} dataset (its {stage}_split is empty)")
+        return self._evaluate(stage)
+
+    def _evaluate(self, stage):
+        """Runs the stage's step hook over its whole dataset; returns the `<stage>_*` means."""
+        hook = {"val": self.module.validation_step, "test": self.module.test_step}[stage]
+        dataset = self._distributed_dataset(stage)
+        if not self.module.logbook.metrics[stage]:
+            self._create_logged_metrics(stage, hook, dataset)
+        self._average_replica_copies()
+        self.module.logbook.reset(stage)
+        eval_loop = self._compiled(stage, lambda iterator: self._eval_loop(stage, hook, iterator))
+        eval_loop(iter(dataset))  # A fresh iterator: every example exactly once.
+        return self.module.logbook.results(stage)
+
+    def _eval_loop(self, stage, hook, iterator):
+        """Runs `hook` on every remaining batch of `iterator`, all in one call."""
+        with self.module.logbook.recording(stage):
+            for _ in tf.range(_UNLIMITED):
+                # get_next_as_optional, not next(): running out of data must end this loop,
+                # not raise OutOfRange through the whole traced call.
+                batch = iterator.get_next_as_optional()
+                if not batch.has_value():
+                    break
+                self.strategy.run(hook, args=(batch.get_value(),))
+
+    def _predict_step(self, batch):
+        """Runs `predict_step` on every replica and gathers the outputs in dataset order."""
+        outputs = self.strategy.run(self.module.predict_step, args=(batch,))
+        return self.strategy.gather(outputs, axis=0)
+
+    def _average_replica_copies(self):
+        """Gives every replica the mean of the replicas' copies of the non-trainable variables.
+
+        BatchNorm's moving statistics are updated by each replica from its own slice of the batch,
+        so without synchronized BatchNorm the copies drift apart, and only one copy would be
+        evaluated or saved (PITFALLS item 8). A no-op on one replica.
+        """
+        variables = [v for v in self.module.non_trainable_variables if "float" in v.dtype]
+        if self.strategy.num_replicas_in_sync == 1 or not variables:
+            return
+
+        def average():
+            def replica_means():
+                context = tf.distribute.get_replica_context()
+                return [context.all_reduce(tf.distribute.ReduceOp.MEAN, v.value) for v in variables]
+            means = self.strategy.run(replica_means)
+            for variable, mean in zip(variables, means):
+                variable.value.assign(mean)  # Each replica's copy gets its (identical) mean.
+
+        self._compiled("average_replica_copies", average)()
+
+    # ---- Output (chief only) -------------------------------------------------------------------
+
+    def _print(self, line):
+        if self.is_chief:
+            logging.info("%s", line)
+
+    def _log_plan(self, steps_per_epoch):
+        replicas = self.strategy.num_replicas_in_sync
+        batch_size = self.datamodule.batch_size
+        self._print(distribute.describe(self.strategy))
+        self._print(f"global batch {batch_size} = {replicas} replica(s) x {batch_size // replicas} "
+                    f"per replica | {steps_per_epoch} steps per epoch | {self.epochs} epochs")
+        dropped = getattr(self.datamodule, "dropped_per_epoch", lambda: 0)()
+        if dropped:
+            self._print(f"{dropped} training examples per epoch do not fill a global batch and "
+                        "are left out of that epoch (a different few each epoch: the order is "
+                        "reshuffled)")
+
+    def _epoch_line(self, epoch, logs):
+        metrics = {k: v for k, v in logs.items() if k not in ("train_seconds", "train_images_per_s")}
+        return (f"epoch {epoch + 1}/{self.epochs} | step {int(self.optimizer.iterations)} | "
+                f"{_format(metrics)} | {logs['train_seconds']:.1f} s | "
+                f"{logs['train_images_per_s']:.0f} img/s")
+
+
+def _format(logs: dict[str, float]) -> str:
+    return " | ".join(f"{name} {value:.4f}" for name, value in logs.items())
