@@ -10,6 +10,7 @@ import sys
 
 from absl import app
 from absl import logging
+import tensorflow as tf
 
 import flags as run_flags
 import data
@@ -33,6 +34,8 @@ def _run() -> dict:
     # The strategy comes first: it fixes the devices before anything else touches TensorFlow.
     strategy = distribute.create_strategy(run_flags.distribution.STRATEGY.value,
                                           cpu_devices=run_flags.distribution.CPU_DEVICES.value)
+    # Seeded before any layer exists: Keras initializers draw their seeds when they are created.
+    tf.keras.utils.set_random_seed(run_flags.training.SEED.value)
     model_name = run_flags.model.MODEL.value
     dataset_name = run_flags.dataset.DATASET.value
     model_dir = run_flags.training.MODEL_DIR.value or os.path.join(
@@ -54,7 +57,6 @@ def _run() -> dict:
         strategy=strategy,
         epochs=run_flags.training.EPOCHS.value,
         steps_per_loop=run_flags.training.STEPS_PER_LOOP.value,
-        seed=run_flags.training.SEED.value,
         run_eagerly=run_flags.training.RUN_EAGERLY.value)
     with strategy.scope():
         network = layers.build_cnn(model_name, input_shape=datamodule.input_shape,

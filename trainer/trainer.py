@@ -43,14 +43,13 @@ class Trainer:
         epochs: passes over the training data.
         steps_per_loop: training steps per `tf.function` call; more steps per call means fewer
             Python->graph dispatches and host syncs, but coarser progress lines.
-        seed: if set, seeds Python, NumPy and TensorFlow before the variables are created.
         run_eagerly: run the step functions as plain Python (no `tf.function`), so that a
             debugger can stop inside `training_step`. Much slower.
         progress_every_s: seconds between progress lines inside an epoch.
     """
 
     def __init__(self, *, strategy: tf.distribute.Strategy | None = None, epochs: int = 10,
-                 steps_per_loop: int = 100, seed: int | None = None, run_eagerly: bool = False,
+                 steps_per_loop: int = 100, run_eagerly: bool = False,
                  progress_every_s: float = 20.0):
         if epochs < 1:
             raise ValueError(f"epochs ({epochs}) must be at least 1")
@@ -59,7 +58,6 @@ class Trainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.epochs = epochs
         self.steps_per_loop = steps_per_loop
-        self.seed = seed
         self.run_eagerly = run_eagerly
         self.progress_every_s = progress_every_s
         self.is_chief = distribute.is_chief(self.strategy)
@@ -94,7 +92,7 @@ class Trainer:
             self._print(self._epoch_line(epoch, logs))
 
         self._average_replica_copies()
-        return {**self.history[-1], "steps": int(self.optimizer.iterations),
+        return {**self.history[-1], "steps": self._step(),
                 "epochs": self.epochs, "wall_time_s": time.perf_counter() - start_time}
 
     def validate(self, module, datamodule) -> dict[str, float]:
@@ -130,8 +128,6 @@ class Trainer:
         if datamodule.batch_size % replicas:
             raise ValueError(f"batch_size ({datamodule.batch_size}) must be divisible by the "
                              f"number of replicas ({replicas})")
-        if self.seed is not None:
-            tf.keras.utils.set_random_seed(self.seed)
         module.global_batch_size = datamodule.batch_size
         with self.strategy.scope():
             if not module.built:  # The first call creates the variables, mirrored on every replica.
@@ -187,16 +183,20 @@ class Trainer:
 
     # ---- Training ----------------------------------------------------------------------------
 
+    def _step(self) -> int:
+        """The optimizer step count, read from the device: a host sync."""
+        return int(self.optimizer.iterations.numpy())
+
     def _train_epoch(self, iterator, epoch, steps_per_epoch):
         """Runs one epoch of training steps, `steps_per_loop` per call; returns the epoch's logs."""
         self.module.logbook.reset("train")
         train_loop = self._compiled("train", self._train_loop)
         end_step = (epoch + 1) * steps_per_epoch
-        step = first_step = int(self.optimizer.iterations)
+        step = first_step = self._step()
         start_time = last_print = time.perf_counter()
         while step < end_step:
             train_loop(iterator, tf.constant(min(self.steps_per_loop, end_step - step)))
-            step = int(self.optimizer.iterations)  # A host sync: once per loop, never per step.
+            step = self._step()  # Once per loop, never per step.
             if time.perf_counter() - last_print > self.progress_every_s:
                 last_print = time.perf_counter()
                 self._print(f"epoch {epoch + 1}/{self.epochs} | step {step}/{end_step} | "
@@ -250,11 +250,11 @@ class Trainer:
                 batch = iterator.get_next_as_optional()
                 if not batch.has_value():
                     break
-                self.strategy.run(hook, args=(batch.get_value(),))
+                self.strategy.run(_skip_if_empty(hook), args=(batch.get_value(),))
 
     def _predict_step(self, batch):
         """Runs `predict_step` on every replica and gathers the outputs in dataset order."""
-        outputs = self.strategy.run(self.module.predict_step, args=(batch,))
+        outputs = self.strategy.run(_pad_if_empty(self.module.predict_step), args=(batch,))
         return self.strategy.gather(outputs, axis=0)
 
     def _average_replica_copies(self):
@@ -298,9 +298,40 @@ class Trainer:
 
     def _epoch_line(self, epoch, logs):
         metrics = {k: v for k, v in logs.items() if k not in ("train_seconds", "train_images_per_s")}
-        return (f"epoch {epoch + 1}/{self.epochs} | step {int(self.optimizer.iterations)} | "
+        return (f"epoch {epoch + 1}/{self.epochs} | step {self._step()} | "
                 f"{_format(metrics)} | {logs['train_seconds']:.1f} s | "
                 f"{logs['train_images_per_s']:.0f} img/s")
+
+
+# At the end of the evaluation data some replicas receive an empty batch (fewer examples than
+# replicas are left). Hooks never see one: an empty batch breaks oneDNN convolutions on CPU, which
+# return their input unchanged, and a hook's metrics gain nothing from it anyway.
+
+def _batch_size(batch):
+    return tf.shape(tf.nest.flatten(batch)[0])[0]
+
+
+def _skip_if_empty(hook):
+    """Wraps an evaluation hook so that a replica with an empty batch does nothing."""
+    def run_unless_empty(batch):
+        if _batch_size(batch) > 0:
+            hook(batch)
+    return run_unless_empty
+
+
+def _pad_if_empty(hook):
+    """Wraps a prediction hook: runs it on the batch plus one zero example, then drops that one.
+
+    The extra example keeps every replica's batch non-empty without a branch, so the outputs of
+    all replicas keep one structure for `strategy.gather`.
+    """
+    def run_padded(batch):
+        size = _batch_size(batch)
+        padded = tf.nest.map_structure(
+            lambda t: tf.concat([t, tf.zeros(tf.concat([[1], tf.shape(t)[1:]], 0), t.dtype)], 0),
+            batch)
+        return tf.nest.map_structure(lambda output: output[:size], hook(padded))
+    return run_padded
 
 
 def _format(logs: dict[str, float]) -> str:

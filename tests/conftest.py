@@ -1,0 +1,41 @@
+"""Shared test helpers: subprocess runners and tiny in-memory data."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(ROOT, "tests")
+
+
+def subprocess_env():
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    return env
+
+
+def run_python(args, timeout=300):
+    """Runs `python <args>` from the repository root; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_main_mocked(flags, num_examples=96, timeout=300):
+    """Runs `python -m trainer.main <flags>` with TFDS mocked (tests/mocked_main.py)."""
+    env_args = [os.path.join(TESTS, "mocked_main.py"), str(num_examples), *flags]
+    return run_python(env_args, timeout=timeout)
+
+
+def random_images(num_examples, shape=(32, 32, 3), num_classes=10, seed=0):
+    """Random uint8 images and labels."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(num_examples, *shape), dtype=np.uint8)
+    labels = rng.integers(0, num_classes, size=num_examples).astype(np.int64)
+    return images, labels
+
+
+@pytest.fixture
+def tmp_model_dir(tmp_path):
+    return str(tmp_path / "run")

@@ -1,0 +1,65 @@
+"""Trains a small run under one strategy and saves what the distribution tests compare.
+
+Run as a subprocess (one MirroredStrategy per process: ../shared/PITFALLS.md item 18):
+
+    python tests/replica_run.py OUT.npz --strategy=mirrored --cpu_devices=2 --model=functional
+
+OUT.npz holds every module variable (replica 0's copy) by path; OUT.json the fit and validation
+logs and, per variable, the largest difference between its replica copies.
+"""
+
+import argparse
+import json
+
+import numpy as np
+
+from trainer import distribute
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--strategy", default="default")
+    parser.add_argument("--cpu_devices", type=int, default=1)
+    parser.add_argument("--model", default="sequential")
+    parser.add_argument("--sync_batchnorm", action="store_true")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--sgd", action="store_true",
+                        help="plain SGD instead of Adam: Adam turns float noise in near-zero "
+                             "gradients into +-learning_rate updates, SGD keeps it tiny")
+    args = parser.parse_args()
+
+    strategy = distribute.create_strategy(args.strategy, cpu_devices=args.cpu_devices)
+    import data  # pylint: disable=import-outside-toplevel
+    import layers  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import trainer  # pylint: disable=import-outside-toplevel
+
+    tf.keras.utils.set_random_seed(0)
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(196, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=196)
+    # 128 training examples = 4 steps of 32 per epoch; 68 validation examples end in a partial batch.
+    datamodule = data.ArrayImageData(train=(images[:128], labels[:128]),
+                                     val=(images[128:], labels[128:]), num_classes=10,
+                                     batch_size=32, seed=1)
+    datamodule.setup()
+    fitter = trainer.Trainer(strategy=strategy, epochs=args.epochs, steps_per_loop=3)
+    with strategy.scope():
+        network = layers.build_cnn(args.model, input_shape=(32, 32, 3), num_classes=10,
+                                   sync_batchnorm=args.sync_batchnorm)
+        module = trainer.ImageClassifier(network, learning_rate=args.learning_rate)
+        if args.sgd:
+            module.configure_optimizers = lambda: tf.keras.optimizers.SGD(args.learning_rate)
+    logs = fitter.fit(module, datamodule)
+    report = {"logs": logs, "replicas": strategy.num_replicas_in_sync,
+              "mismatches": distribute.replica_mismatches(strategy, module.variables)}
+    np.savez(args.out, **{v.path: np.asarray(v.numpy()) for v in module.variables})
+    with open(args.out.replace(".npz", ".json"), "w") as f:
+        json.dump(report, f)
+
+
+if __name__ == "__main__":
+    main()

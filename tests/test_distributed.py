@@ -1,0 +1,70 @@
+"""N replicas train like one device: 2 logical CPU replicas vs 1 device on the same global batch.
+
+Each run is its own process (one MirroredStrategy per process: ../shared/PITFALLS.md item 18).
+"""
+
+import concurrent.futures
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import run_python
+
+CONFIGS = {
+    "sequential-1": ["--strategy=default", "--model=sequential"],
+    "sequential-2": ["--strategy=mirrored", "--cpu_devices=2", "--model=sequential"],
+    # SGD: with Adam, float noise in the (near-zero) gradients of the conv biases that BatchNorm
+    # cancels becomes +-learning_rate updates, which would hide a real mismatch behind a loose bound.
+    "functional-sync-1": ["--strategy=default", "--model=functional", "--sync_batchnorm", "--sgd"],
+    "functional-sync-2": ["--strategy=mirrored", "--cpu_devices=2", "--model=functional",
+                          "--sync_batchnorm", "--sgd"],
+    "functional-2": ["--strategy=mirrored", "--cpu_devices=2", "--model=functional"],
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Runs every config once (two at a time); returns {name: (weights, report)}."""
+    out_dir = tmp_path_factory.mktemp("replicas")
+
+    def run(name):
+        out = os.path.join(out_dir, f"{name}.npz")
+        result = run_python(["tests/replica_run.py", out, *CONFIGS[name]])
+        assert result.returncode == 0, f"{name} failed:\n{result.stderr[-4000:]}"
+        with open(out.replace(".npz", ".json")) as f:
+            return name, (dict(np.load(out)), json.load(f), result.stderr)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, CONFIGS))
+
+
+def _assert_same_weights(one, two, atol):
+    assert one.keys() == two.keys()
+    for path in one:
+        np.testing.assert_allclose(one[path], two[path], rtol=0, atol=atol, err_msg=path)
+
+
+@pytest.mark.parametrize("model", ["sequential", "functional-sync"])
+def test_two_replicas_train_like_one_device(runs, model):
+    one_weights, one_report, _ = runs[f"{model}-1"]
+    two_weights, two_report, _ = runs[f"{model}-2"]
+    assert (one_report["replicas"], two_report["replicas"]) == (1, 2)
+    _assert_same_weights(one_weights, two_weights, atol=2e-5)
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        assert two_report["logs"][key] == pytest.approx(one_report["logs"][key], abs=1e-5), key
+
+
+def test_the_weights_moved(runs):
+    # Guards the comparison above against a run that trained nothing.
+    untrained_spread = max(float(np.abs(w).max()) for w in runs["sequential-1"][0].values())
+    assert untrained_spread > 0
+    assert runs["sequential-1"][1]["logs"]["steps"] == 8
+
+
+@pytest.mark.parametrize("name", ["sequential-2", "functional-sync-2", "functional-2"])
+def test_replica_copies_of_every_variable_are_identical(runs, name):
+    _, report, _ = runs[name]
+    assert report["mismatches"] == {}
+

@@ -1,0 +1,132 @@
+"""The Trainer on one device, in process: learning, logging, prediction, eager mode, errors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import data
+import trainer
+
+
+def _quadrant_data(num_examples, seed):
+    """8x8 images where the label is the bright quadrant: easy to learn, impossible to guess."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, num_examples)
+    images = rng.integers(0, 60, (num_examples, 8, 8, 1)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 2)
+        images[i, row * 4:row * 4 + 4, col * 4:col * 4 + 4] += 150
+    return images, labels
+
+
+def _datamodule(batch_size=16):
+    return data.ArrayImageData(train=_quadrant_data(256, 0), val=_quadrant_data(72, 1),
+                               test=_quadrant_data(72, 1), num_classes=4, batch_size=batch_size,
+                               seed=0)
+
+
+def _tiny_network():
+    return tf.keras.Sequential([tf.keras.layers.Flatten(), tf.keras.layers.Dense(16, activation="relu"),
+                                tf.keras.layers.Dense(4)])
+
+
+class LoggingClassifier(trainer.ImageClassifier):
+    """Logs one extra value per stage, to see it arrive in the results."""
+
+    def training_step(self, batch):
+        loss = super().training_step(batch)
+        self.log("twice_accuracy", 2.0 * tf.ones_like(tf.cast(batch[1], tf.float32)))
+        return loss
+
+    def validation_step(self, batch):
+        super().validation_step(batch)
+        self.log("batch_count", 1.0)
+
+
+def _fit(epochs=4, steps_per_loop=100, run_eagerly=False, module_cls=trainer.ImageClassifier):
+    tf.keras.utils.set_random_seed(0)
+    fitter = trainer.Trainer(epochs=epochs, steps_per_loop=steps_per_loop, run_eagerly=run_eagerly)
+    module = module_cls(_tiny_network(), learning_rate=1e-2)
+    datamodule = _datamodule()
+    return fitter, module, datamodule
+
+
+def test_loss_falls_by_more_than_half():
+    fitter, module, datamodule = _fit()
+    before = fitter.validate(module, datamodule)
+    after = fitter.fit(module, datamodule)
+    assert after["val_loss"] < before["val_loss"] / 2
+    assert after["val_accuracy"] > 0.9
+    assert after["steps"] == 4 * 16 and int(fitter.optimizer.iterations) == 64
+    assert len(fitter.history) == 4
+
+
+def test_logged_values_reach_the_results():
+    fitter, module, datamodule = _fit(epochs=1, module_cls=LoggingClassifier)
+    logs = fitter.fit(module, datamodule)
+    assert logs["train_twice_accuracy"] == pytest.approx(2.0)
+    # A scalar counts once per call: 72 validation examples in batches of 16 make 5 calls.
+    assert logs["val_batch_count"] == pytest.approx(1.0)
+    assert set(logs) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "steps",
+                         "epochs", "wall_time_s", "train_images_per_s"}
+
+
+def test_evaluation_means_are_over_examples_not_batches():
+    fitter, module, datamodule = _fit(epochs=1)
+    fitter.fit(module, datamodule)
+    logs = fitter.test(module, datamodule)
+    images, labels = _quadrant_data(72, 1)
+    logits = module(images.astype(np.float32) / 255.0)
+    expected_loss = tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    expected_accuracy = np.mean(np.argmax(logits, -1) == labels)
+    assert logs["test_loss"] == pytest.approx(float(np.mean(expected_loss)), rel=1e-5)
+    assert logs["test_accuracy"] == pytest.approx(expected_accuracy)
+
+
+def test_predict_returns_probabilities_in_dataset_order():
+    fitter, module, datamodule = _fit(epochs=1)
+    fitter.fit(module, datamodule)
+    probabilities = fitter.predict(module, datamodule)
+    images, _ = _quadrant_data(72, 1)
+    expected = tf.nn.softmax(module(images.astype(np.float32) / 255.0))
+    assert probabilities.shape == (72, 4)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_steps_per_loop_and_eager_mode_do_not_change_the_result():
+    results = []
+    for steps_per_loop, run_eagerly in [(100, False), (3, False), (5, True)]:
+        fitter, module, datamodule = _fit(epochs=2, steps_per_loop=steps_per_loop,
+                                          run_eagerly=run_eagerly)
+        fitter.fit(module, datamodule)
+        results.append([v.numpy() for v in module.trainable_variables])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_training_step_must_return_the_loss():
+    class NoLoss(trainer.ImageClassifier):
+        def training_step(self, batch):
+            super().training_step(batch)
+
+    fitter, module, datamodule = _fit(epochs=1, module_cls=NoLoss)
+    with pytest.raises(TypeError, match="training_step.*must return the loss"):
+        fitter.fit(module, datamodule)
+
+
+def test_configure_optimizers_must_return_an_optimizer():
+    class NoOptimizer(trainer.ImageClassifier):
+        def configure_optimizers(self):
+            return None
+
+    fitter, module, datamodule = _fit(epochs=1, module_cls=NoOptimizer)
+    with pytest.raises(TypeError, match="configure_optimizers"):
+        fitter.fit(module, datamodule)
+
+
+def test_bad_trainer_arguments_are_named():
+    with pytest.raises(ValueError, match=r"epochs \(0\) must be at least 1"):
+        trainer.Trainer(epochs=0)
+    with pytest.raises(ValueError, match=r"steps_per_loop \(0\)"):
+        trainer.Trainer(steps_per_loop=0)

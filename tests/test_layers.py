@@ -1,0 +1,50 @@
+"""The two reference CNNs: exact parameter counts and shapes."""
+
+from absl.testing import parameterized
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import layers
+
+
+def _built(name, input_shape=(32, 32, 3), num_classes=10, **kwargs):
+    model = layers.build_cnn(name, input_shape=input_shape, num_classes=num_classes, **kwargs)
+    logits = model(tf.zeros([2, *input_shape]), training=False)
+    return model, logits
+
+
+class CNNTest(parameterized.TestCase):
+
+    def test_sequential_matches_the_tutorial(self):
+        model, logits = _built("sequential")
+        self.assertEqual(model.count_params(), 225_034)
+        self.assertEqual(logits.shape, (2, 10))
+
+    def test_functional_matches_the_tutorial(self):
+        model, logits = _built("functional")
+        trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+        self.assertEqual(model.count_params(), 1_512_074)
+        self.assertEqual(trainable, 1_511_626)
+        self.assertEqual(logits.shape, (2, 10))
+
+    @parameterized.parameters("sequential", "functional")
+    def test_input_shape_and_classes_come_from_arguments(self, name):
+        model, logits = _built(name, input_shape=(28, 28, 1), num_classes=7)
+        self.assertEqual(logits.shape, (2, 7))
+        self.assertEqual(model.image_shape, (28, 28, 1))
+
+    def test_sync_batchnorm_builds_synchronized_layers(self):
+        model, _ = _built("functional", sync_batchnorm=True)
+        norms = [l for l in model._flatten_layers() if isinstance(l, tf.keras.layers.BatchNormalization)]
+        self.assertLen(norms, 3)
+        self.assertTrue(all(n.synchronized for n in norms))
+
+    def test_wrong_image_shape_names_both_shapes(self):
+        model = layers.build_cnn("sequential", input_shape=(32, 32, 3), num_classes=10)
+        with pytest.raises(ValueError, match=r"\(32, 32, 3\).*\(1, 28, 28, 1\)"):
+            model(tf.zeros([1, 28, 28, 1]))
+
+    def test_unknown_model_name_lists_the_choices(self):
+        with pytest.raises(ValueError, match=r"model \('resnet'\) must be one of \['functional', 'sequential'\]"):
+            layers.build_cnn("resnet", input_shape=(32, 32, 3), num_classes=10)

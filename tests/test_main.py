@@ -1,0 +1,68 @@
+"""`python -m trainer.main` end to end on mocked TFDS data, and its errors on bad input."""
+
+import concurrent.futures
+import json
+import os
+
+import pytest
+
+from conftest import run_main_mocked, run_python
+
+
+def test_main_trains_tests_and_writes_results(tmp_model_dir):
+    result = run_main_mocked(["--model=sequential", "--epochs=2", "--batch_size=16",
+                              f"--model_dir={tmp_model_dir}", "--data_dir=/nonexistent"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Total params: 225,034" in output
+    assert "epoch 1/2 | step 6 | train_loss" in output
+    assert "epoch 2/2 | step 12 | train_loss" in output and "img/s" in output
+    assert "test | test_loss" in output
+    with open(os.path.join(tmp_model_dir, "results.json")) as f:
+        results = json.load(f)
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
+                "test_accuracy", "wall_time_s"):
+        assert isinstance(results[key], float), key
+    assert results["steps"] == 12 and results["epochs"] == 2
+    assert 0.0 <= results["test_accuracy"] <= 1.0
+
+
+def test_main_under_mirrored_strategy_reports_replicas(tmp_model_dir):
+    result = run_main_mocked(["--model=functional", "--epochs=1", "--batch_size=32",
+                              "--strategy=mirrored", "--cpu_devices=2", "--test_split=",
+                              f"--model_dir={tmp_model_dir}"], num_examples=70)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy with 2 replica(s)" in result.stderr
+    assert "global batch 32 = 2 replica(s) x 16 per replica" in result.stderr
+    with open(os.path.join(tmp_model_dir, "results.json")) as f:
+        results = json.load(f)
+    assert results["replicas"] == 2 and "test_loss" not in results
+
+
+BAD_INPUT = {
+    "unknown model": (["--model=resnet"], "--model=resnet"),
+    "unknown dataset": (["--dataset=no_such_dataset"], "'no_such_dataset') is not a TFDS dataset"),
+    "indivisible batch": (["--batch_size=15", "--strategy=mirrored", "--cpu_devices=2"],
+                          "batch_size (15) must be divisible by the number of replicas (2)"),
+    "zero epochs": (["--epochs=0"], "--epochs=0"),
+    "extra argument": (["surprise"], "unexpected positional arguments: surprise"),
+}
+
+
+def test_bad_input_gets_a_clear_error(tmp_path):
+    def run(case):
+        flags, message = BAD_INPUT[case]
+        return case, run_main_mocked([*flags, f"--model_dir={tmp_path / case}"], num_examples=40)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        for case, result in pool.map(run, BAD_INPUT):
+            assert result.returncode != 0, case
+            assert BAD_INPUT[case][1] in result.stderr, f"{case}:\n{result.stderr[-2000:]}"
+
+
+def test_missing_dataset_offline_says_to_pass_data_dir(tmp_path):
+    # No mock here: a real TFDS lookup in an empty directory, with downloading off as offline.
+    result = run_python(["-m", "trainer.main", f"--data_dir={tmp_path}", "--download=false",
+                         f"--model_dir={tmp_path / 'run'}"])
+    assert result.returncode != 0
+    assert "is not prepared in" in result.stderr and "--data_dir" in result.stderr
