@@ -20,6 +20,15 @@ def _to_float(images, labels):
     return tf.cast(images, tf.float32) / 255.0, tf.cast(labels, tf.int32)
 
 
+def _without_autotune(dataset):
+    """Turns tf.data autotuning off: destroying an autotuned iterator waits out the autotune
+    thread's back-off, which grows with the iterator's age (53 s after a 10-epoch run here;
+    ../shared/PITFALLS.md item 19). Per-batch work is a cast, so fixed small buffers keep up."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 class ImageClassificationData(datamodule.DataModule):
     """Batches (image, label) examples for training and evaluation under any `tf.distribute` strategy.
 
@@ -80,13 +89,13 @@ class ImageClassificationData(datamodule.DataModule):
         examples = self._read("train", ctx).cache()  # decoded once, in memory from epoch 2 on
 
         def one_epoch(epoch):
+            blocks = examples.batch(self.shuffle_buffer_size).enumerate()
+            shuffled = blocks.map(lambda block, pair: self._shuffle_block(pair, epoch, block))
             # Full batches only: every step has the same static shapes, so the step is traced once.
-            return (examples.batch(self.shuffle_buffer_size).enumerate()
-                    .map(lambda block, pair: self._shuffle_block(pair, epoch, block))
-                    .unbatch().batch(batch_size, drop_remainder=True).take(batches_per_epoch))
+            return shuffled.unbatch().batch(batch_size, drop_remainder=True).take(batches_per_epoch)
 
         batches = tf.data.Dataset.counter(start_epoch).flat_map(one_epoch)
-        return batches.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        return _without_autotune(batches.map(_to_float, num_parallel_calls=2).prefetch(2))
 
     def _shuffle_block(self, pair, epoch, block):
         """Permutes a block of examples with a stateless shuffle keyed by (seed, epoch, block).
@@ -112,9 +121,4 @@ class ImageClassificationData(datamodule.DataModule):
             return None
         batch_size = ctx.get_per_replica_batch_size(self.batch_size)
         # The partial last batch is kept: evaluation sees every example exactly once.
-        batches = examples.cache().batch(batch_size).map(_to_float).prefetch(2)
-        # A new iterator is made for every evaluation; destroying one with autotuning on stalls
-        # for seconds while the autotune thread backs off (../shared/PITFALLS.md item 19).
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        return batches.with_options(options)
+        return _without_autotune(examples.cache().batch(batch_size).map(_to_float).prefetch(2))

@@ -130,3 +130,11 @@ def test_bad_trainer_arguments_are_named():
         trainer.Trainer(epochs=0)
     with pytest.raises(ValueError, match=r"steps_per_loop \(0\)"):
         trainer.Trainer(steps_per_loop=0)
+
+
+def test_fit_again_continues_until_the_new_epoch_count():
+    fitter, module, datamodule = _fit(epochs=1)
+    fitter.fit(module, datamodule)
+    fitter.epochs = 2
+    logs = fitter.fit(module, datamodule)
+    assert logs["steps"] == 2 * 16 and len(fitter.history) == 2

@@ -69,7 +69,10 @@ class Trainer:
     # ---- Public entry points (eager) ---------------------------------------------------------
 
     def fit(self, module, datamodule) -> dict[str, float]:
-        """Trains `module` on `datamodule` for `epochs`, validating after every epoch.
+        """Trains `module` on `datamodule` until `epochs` epochs are done, validating after each.
+
+        A module that was already trained (its optimizer has taken steps) continues from the epoch
+        its step count is in, rather than starting over.
 
         Returns:
             The last epoch's logs (`train_loss`, `val_accuracy`, ...) plus `steps`, `epochs` and
@@ -79,12 +82,13 @@ class Trainer:
         self._setup(module, datamodule)
         steps_per_epoch = datamodule.steps_per_epoch()
         self._log_plan(steps_per_epoch)
+        start_epoch = self._step() // steps_per_epoch  # > 0 if this module was trained before
         train_data = self.strategy.distribute_datasets_from_function(
-            lambda ctx: datamodule.train_dataset(ctx, start_epoch=0))
+            lambda ctx: datamodule.train_dataset(ctx, start_epoch=start_epoch))
         self._create_logged_metrics("train", module.training_step, train_data)
         train_iterator = iter(train_data)  # long-lived: tf.data keeps its buffers warm across epochs
 
-        for epoch in range(self.epochs):
+        for epoch in range(start_epoch, self.epochs):
             logs = self._train_epoch(train_iterator, epoch, steps_per_epoch)
             if self._distributed_dataset("val") is not None:
                 logs.update(self._evaluate("val"))
@@ -92,7 +96,8 @@ class Trainer:
             self._print(self._epoch_line(epoch, logs))
 
         self._average_replica_copies()
-        return {**self.history[-1], "steps": self._step(),
+        last_epoch_logs = self.history[-1] if self.history else {}
+        return {**last_epoch_logs, "steps": self._step(),
                 "epochs": self.epochs, "wall_time_s": time.perf_counter() - start_time}
 
     def validate(self, module, datamodule) -> dict[str, float]:
