@@ -2,7 +2,8 @@
 
     flags.model          --model, --learning_rate, --sync_batchnorm
     flags.dataset        --dataset, --data_dir, --download, --batch_size, splits
-    flags.training       --epochs, --seed, --model_dir, --steps_per_loop, --run_eagerly
+    flags.training       --epochs, --seed, --model_dir, --steps_per_loop, --precision,
+                         --jit_compile, --run_eagerly
     flags.distribution   --strategy, --cpu_devices
 """
 

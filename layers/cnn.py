@@ -45,7 +45,7 @@ class SequentialCNN(_ImageCNN):
         self.conv3 = tf.keras.layers.Conv2D(128, 3, activation="relu")
         self.flatten = tf.keras.layers.Flatten()
         self.hidden = tf.keras.layers.Dense(64, activation="relu")
-        self.classifier = tf.keras.layers.Dense(num_classes)
+        self.classifier = _logits_layer(num_classes)
 
     def call(self, images, training=False):
         self._check_images(images)
@@ -66,7 +66,7 @@ class FunctionalCNN(_ImageCNN):
         self.block3 = blocks.ConvBNReLU(128, 3, sync_batchnorm=sync_batchnorm)
         self.flatten = tf.keras.layers.Flatten()
         self.hidden = tf.keras.layers.Dense(64, activation="relu")
-        self.classifier = tf.keras.layers.Dense(num_classes)
+        self.classifier = _logits_layer(num_classes)
 
     def call(self, images, training=False):
         self._check_images(images)
@@ -74,6 +74,12 @@ class FunctionalCNN(_ImageCNN):
         x = self.block2(x, training=training)
         x = self.flatten(self.block3(x, training=training))
         return self.classifier(self.hidden(x))
+
+
+def _logits_layer(num_classes):
+    """The last Dense layer computes in float32 under any mixed-precision policy: softmax and the
+    loss need float32's precision."""
+    return tf.keras.layers.Dense(num_classes, dtype="float32")
 
 
 CNNS = {"sequential": SequentialCNN, "functional": FunctionalCNN}

@@ -138,3 +138,49 @@ def test_fit_again_continues_until_the_new_epoch_count():
     fitter.epochs = 2
     logs = fitter.fit(module, datamodule)
     assert logs["steps"] == 2 * 16 and len(fitter.history) == 2
+
+
+def test_step_functions_are_traced_once():
+    # steps_per_loop=3 over 16 steps per epoch calls the loop with n = 3 and n = 1: n is a
+    # tensor, so neither value nor the epoch boundary may cause a retrace.
+    fitter, module, datamodule = _fit(epochs=3, steps_per_loop=3)
+    fitter.fit(module, datamodule)
+    fitter.test(module, datamodule)
+    assert fitter._functions["train"].experimental_get_tracing_count() == 1
+    assert fitter._functions["val"].experimental_get_tracing_count() == 1
+    assert fitter._functions["test"].experimental_get_tracing_count() == 1
+
+
+def test_bf16_mixed_precision_learns_with_float32_logits():
+    from trainer import precision
+    precision.set_precision("bf16-mixed")
+    try:
+        fitter, _, datamodule = _fit(epochs=4)
+        module = trainer.ImageClassifier(tf.keras.Sequential([
+            tf.keras.layers.Flatten(), tf.keras.layers.Dense(16, activation="relu"),
+            tf.keras.layers.Dense(4, dtype="float32")]), learning_rate=1e-2)
+        before = fitter.validate(module, datamodule)
+        after = fitter.fit(module, datamodule)
+        assert module.network.layers[1].compute_dtype == "bfloat16"
+        assert module(tf.zeros([1, 8, 8, 1])).dtype == tf.float32
+        assert all(v.dtype == "float32" for v in module.trainable_variables)
+        assert after["val_loss"] < before["val_loss"] / 2
+    finally:
+        precision.set_precision("32")
+
+
+def test_unknown_precision_is_named():
+    from trainer import precision
+    with pytest.raises(ValueError, match=r"precision \('fp8'\) must be one of"):
+        precision.set_precision("fp8")
+
+
+def test_xla_step_trains_like_the_plain_step():
+    results = []
+    for jit_compile in (False, True):
+        tf.keras.utils.set_random_seed(0)
+        fitter = trainer.Trainer(epochs=1, jit_compile=jit_compile)
+        module = trainer.ImageClassifier(_tiny_network(), learning_rate=1e-2)
+        results.append(fitter.fit(module, _datamodule())["train_loss"])
+        assert ("xla_train_step" in fitter._functions) == jit_compile
+    assert results[1] == pytest.approx(results[0], rel=1e-3)

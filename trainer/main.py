@@ -17,6 +17,7 @@ import data
 import layers
 import trainer
 from trainer import distribute
+from trainer import precision
 
 
 def main(argv):
@@ -36,6 +37,7 @@ def _run() -> dict:
                                           cpu_devices=run_flags.distribution.CPU_DEVICES.value)
     # Seeded before any layer exists: Keras initializers draw their seeds when they are created.
     tf.keras.utils.set_random_seed(run_flags.training.SEED.value)
+    precision.set_precision(run_flags.training.PRECISION.value)  # Before the layers, which read it.
     model_name = run_flags.model.MODEL.value
     dataset_name = run_flags.dataset.DATASET.value
     model_dir = run_flags.training.MODEL_DIR.value or os.path.join(
@@ -57,7 +59,8 @@ def _run() -> dict:
         strategy=strategy,
         epochs=run_flags.training.EPOCHS.value,
         steps_per_loop=run_flags.training.STEPS_PER_LOOP.value,
-        run_eagerly=run_flags.training.RUN_EAGERLY.value)
+        run_eagerly=run_flags.training.RUN_EAGERLY.value,
+        jit_compile=run_flags.training.JIT_COMPILE.value)
     with strategy.scope():
         network = layers.build_cnn(model_name, input_shape=datamodule.input_shape,
                                    num_classes=datamodule.num_classes,
@@ -66,6 +69,7 @@ def _run() -> dict:
 
     results = {"model": model_name, "dataset": dataset_name,
                "replicas": strategy.num_replicas_in_sync,
+               "precision": run_flags.training.PRECISION.value,
                "global_batch_size": datamodule.batch_size}
     results.update(fit.fit(module, datamodule))
     if run_flags.dataset.TEST_SPLIT.value:

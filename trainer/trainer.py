@@ -14,6 +14,7 @@ import tensorflow as tf
 from trainer import distribute
 
 _UNLIMITED = 2**31 - 1  # "until the data ends", as a step bound for tf.range
+_TIMINGS = ("_seconds", "_per_s")  # Suffixes of the logs' timing entries.
 
 
 class Trainer:
@@ -45,11 +46,14 @@ class Trainer:
             Python->graph dispatches and host syncs, but coarser progress lines.
         run_eagerly: run the step functions as plain Python (no `tf.function`), so that a
             debugger can stop inside `training_step`. Much slower.
+        jit_compile: compile the per-replica training step with XLA. Off by default: XLA made
+            both CNNs 20-50% slower on a 2-core CPU, and Keras' `fit` turns it off under a
+            strategy because of known crashes (../shared/PITFALLS.md items 16, 21). Measure first.
         progress_every_s: seconds between progress lines inside an epoch.
     """
 
     def __init__(self, *, strategy: tf.distribute.Strategy | None = None, epochs: int = 10,
-                 steps_per_loop: int = 100, run_eagerly: bool = False,
+                 steps_per_loop: int = 100, run_eagerly: bool = False, jit_compile: bool = False,
                  progress_every_s: float = 20.0):
         if epochs < 1:
             raise ValueError(f"epochs ({epochs}) must be at least 1")
@@ -59,6 +63,7 @@ class Trainer:
         self.epochs = epochs
         self.steps_per_loop = steps_per_loop
         self.run_eagerly = run_eagerly
+        self.jit_compile = jit_compile
         self.progress_every_s = progress_every_s
         self.is_chief = distribute.is_chief(self.strategy)
         self.module = None
@@ -92,6 +97,7 @@ class Trainer:
             logs = self._train_epoch(train_iterator, epoch, steps_per_epoch)
             if self._distributed_dataset("val") is not None:
                 logs.update(self._evaluate("val"))
+            logs["elapsed_seconds"] = time.perf_counter() - start_time
             self.history.append(logs)
             self._print(self._epoch_line(epoch, logs))
 
@@ -109,7 +115,7 @@ class Trainer:
         """Runs `test_step` over the whole test set; returns `test_*` means."""
         self._setup(module, datamodule)
         logs = self._evaluate_or_raise("test")
-        self._print("test | " + _format(logs))
+        self._print("test | " + _format({k: v for k, v in logs.items() if not k.endswith(_TIMINGS)}))
         return logs
 
     def predict(self, module, datamodule) -> np.ndarray:
@@ -215,7 +221,15 @@ class Trainer:
         """Runs `num_steps` training steps in one call: one dispatch and host sync per call."""
         with self.module.logbook.recording("train"):
             for _ in tf.range(num_steps):  # A tensor bound: a graph loop, traced once for any n.
-                self.strategy.run(self._train_step, args=(next(iterator),))
+                self.strategy.run(self._replica_train_step(), args=(next(iterator),))
+
+    def _replica_train_step(self):
+        """`_train_step`, or its XLA-compiled version: XLA compiles the per-replica step only,
+        because the loop around it reads the input iterator, which XLA cannot compile."""
+        if not self.jit_compile or self.run_eagerly:
+            return self._train_step
+        return self._compiled("xla_train_step",
+                              tf.function(self._train_step, jit_compile=True))
 
     def _train_step(self, batch):
         """One optimizer step on this replica's slice of the global batch; runs on every replica."""
@@ -243,8 +257,10 @@ class Trainer:
         self._average_replica_copies()
         self.module.logbook.reset(stage)
         eval_loop = self._compiled(stage, lambda iterator: self._eval_loop(stage, hook, iterator))
+        start_time = time.perf_counter()
         eval_loop(iter(dataset))  # A fresh iterator: every example exactly once.
-        return self.module.logbook.results(stage)
+        return {**self.module.logbook.results(stage),
+                f"{stage}_seconds": time.perf_counter() - start_time}
 
     def _eval_loop(self, stage, hook, iterator):
         """Runs `hook` on every remaining batch of `iterator`, all in one call."""
@@ -302,7 +318,7 @@ class Trainer:
                         "reshuffled)")
 
     def _epoch_line(self, epoch, logs):
-        metrics = {k: v for k, v in logs.items() if k not in ("train_seconds", "train_images_per_s")}
+        metrics = {k: v for k, v in logs.items() if not k.endswith(_TIMINGS)}
         return (f"epoch {epoch + 1}/{self.epochs} | step {self._step()} | "
                 f"{_format(metrics)} | {logs['train_seconds']:.1f} s | "
                 f"{logs['train_images_per_s']:.0f} img/s")
