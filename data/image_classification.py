@@ -13,6 +13,7 @@ import tensorflow as tf
 from data import datamodule
 
 STAGES = ("train", "val", "test")
+_PAD = 4  # Pixels of zero padding around each image before the random crop.
 
 
 def _to_float(images, labels):
@@ -42,9 +43,13 @@ class ImageClassificationData(datamodule.DataModule):
         shuffle_buffer_size: examples shuffled together as one block; the default covers all of
             CIFAR-10, which gives a uniform permutation every epoch. Larger splits are permuted
             block by block.
+        augment: training batches get a random horizontal flip and a random crop after
+            zero-padding 4 pixels on each side, drawn by stateless ops keyed by (seed, epoch,
+            batch), so a resumed run sees the same augmented batches. Evaluation is never augmented.
     """
 
-    def __init__(self, *, batch_size: int = 64, seed: int = 0, shuffle_buffer_size: int = 50_000):
+    def __init__(self, *, batch_size: int = 64, seed: int = 0, shuffle_buffer_size: int = 50_000,
+                 augment: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size ({batch_size}) must be a positive number of examples")
         if shuffle_buffer_size < 1:
@@ -52,6 +57,7 @@ class ImageClassificationData(datamodule.DataModule):
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle_buffer_size = shuffle_buffer_size
+        self.augment = augment
         self.num_classes: int | None = None
         self.class_names: list[str] = []
         self._input_shape: tuple[int, ...] | None = None
@@ -92,7 +98,12 @@ class ImageClassificationData(datamodule.DataModule):
             blocks = examples.batch(self.shuffle_buffer_size).enumerate()
             shuffled = blocks.map(lambda block, pair: self._shuffle_block(pair, epoch, block))
             # Full batches only: every step has the same static shapes, so the step is traced once.
-            return shuffled.unbatch().batch(batch_size, drop_remainder=True).take(batches_per_epoch)
+            batches = shuffled.unbatch().batch(batch_size, drop_remainder=True)
+            batches = batches.take(batches_per_epoch)
+            if self.augment:
+                batches = batches.enumerate().map(
+                    lambda index, pair: self._augment(pair, epoch, index))
+            return batches
 
         batches = tf.data.Dataset.counter(start_epoch).flat_map(one_epoch)
         return _without_autotune(batches.map(_to_float, num_parallel_calls=2).prefetch(2))
@@ -108,6 +119,29 @@ class ImageClassificationData(datamodule.DataModule):
         key = tf.stack([tf.cast(self.seed, tf.int64), epoch * 1_000_003 + block])
         order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(labels)[0]), seed=key)
         return tf.gather(images, order), tf.gather(labels, order)
+
+    def _augment(self, pair, epoch, index):
+        """Random horizontal flip, then a random 32x32 crop of the image padded by 4 pixels.
+
+        Vectorized over the batch: each image gets its own flip and offsets, drawn from a
+        stateless key folded from (seed, epoch, batch index).
+        """
+        images, labels = pair
+        key = tf.random.experimental.stateless_fold_in(
+            tf.random.experimental.stateless_fold_in(tf.constant([self.seed, 1], tf.int64), epoch),
+            index)
+        flip_key, crop_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+        batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+        flip = tf.random.stateless_uniform([batch], flip_key) < 0.5
+        images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+        padded = tf.pad(images, [[0, 0], [_PAD, _PAD], [_PAD, _PAD], [0, 0]])
+        offsets = tf.random.stateless_uniform([batch, 2], crop_key, minval=0, maxval=2 * _PAD + 1,
+                                              dtype=tf.int32)
+        rows = offsets[:, :1] + tf.range(height)[None, :]  # [batch, height] rows to keep
+        cols = offsets[:, 1:] + tf.range(width)[None, :]
+        cropped = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2,
+                            batch_dims=1)
+        return cropped, labels
 
     def val_dataset(self, ctx):
         return self._evaluation_dataset("val", ctx)

@@ -24,3 +24,7 @@ VAL_SPLIT = flags.DEFINE_string(
     "default 'test' follows the tutorial, which evaluates on the test set each epoch.")
 TEST_SPLIT = flags.DEFINE_string(
     "test_split", "test", "TFDS split to test on after training; '' to skip testing.")
+AUGMENT = flags.DEFINE_boolean(
+    "augment", False,
+    "Augment training batches: random horizontal flip and random crop after 4 pixels of zero "
+    "padding, seeded per epoch and batch (a resumed run sees the same batches). Off in evaluation.")

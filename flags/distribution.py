@@ -13,3 +13,10 @@ CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 1,
     "Split the CPU into this many logical devices (>= 1) before TensorFlow starts, so "
     "MirroredStrategy can run N replicas without GPUs (for testing distribution).", lower_bound=1)
+GPUS = flags.DEFINE_list(
+    "gpus", None,
+    "Comma-separated indices of the GPUs to use, e.g. 0,1 (default: all visible GPUs).")
+GPU_MEMORY_GROWTH = flags.DEFINE_boolean(
+    "gpu_memory_growth", True,
+    "Let TensorFlow allocate GPU memory as it needs it instead of all at start, on every used GPU "
+    "(the tutorial's fix for GPU out-of-memory errors). A no-op without GPUs.")

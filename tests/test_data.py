@@ -131,3 +131,41 @@ def test_batch_size_must_be_positive_and_fit_an_epoch():
         data.ArrayImageData(train=random_images(8), batch_size=0)
     with pytest.raises(ValueError, match=r"batch_size \(16\) is larger than the training split \(8"):
         data.ArrayImageData(train=random_images(8), batch_size=16).steps_per_epoch()
+
+
+def _first_batches(module, epoch, count=2):
+    batches = list(module.train_dataset(_context(), start_epoch=epoch).take(count))
+    return np.concatenate([images.numpy() for images, _ in batches])
+
+
+def test_augmentation_is_seeded_per_epoch_and_keeps_shapes_and_range():
+    train = random_images(64, shape=(8, 8, 3))
+    plain = data.ArrayImageData(train=train, val=train, batch_size=16, seed=5)
+    augmented = data.ArrayImageData(train=train, val=train, batch_size=16, seed=5, augment=True)
+    same = data.ArrayImageData(train=train, val=train, batch_size=16, seed=5, augment=True)
+    epoch0 = _first_batches(augmented, 0)
+    assert epoch0.shape == (32, 8, 8, 3) and epoch0.dtype == np.float32
+    assert epoch0.min() >= 0.0 and epoch0.max() <= 1.0
+    np.testing.assert_array_equal(epoch0, _first_batches(same, 0))          # deterministic
+    assert not np.array_equal(epoch0, _first_batches(plain, 0))             # it does something
+    assert not np.array_equal(_first_batches(augmented, 1), _first_batches(plain, 1))
+    # Same examples in the same order as without augmentation: labels match, pixels differ.
+    labels = [l.numpy() for _, l in augmented.train_dataset(_context()).take(2)]
+    plain_labels = [l.numpy() for _, l in plain.train_dataset(_context()).take(2)]
+    np.testing.assert_array_equal(np.concatenate(labels), np.concatenate(plain_labels))
+    # Evaluation is never augmented.
+    for (a, _), (b, _) in zip(augmented.val_dataset(_context()), plain.val_dataset(_context())):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_augmented_images_are_flipped_and_shifted_copies():
+    images = np.zeros((16, 8, 8, 1), np.uint8)
+    images[:, 2, 3, 0] = 200  # One bright pixel per image.
+    module = data.ArrayImageData(train=(images, np.zeros(16, np.int64)), num_classes=2,
+                                 batch_size=16, seed=0, augment=True)
+    batch = _first_batches(module, 0, count=1)
+    positions = {tuple(np.argwhere(img[..., 0] > 0.5)[0]) for img in batch
+                 if (img[..., 0] > 0.5).any()}
+    # The pixel moved by at most 4 in each direction from (2, 3) or its mirror (2, 4).
+    assert len(positions) > 3
+    assert all(abs(r - 2) <= 4 and (abs(c - 3) <= 4 or abs(c - 4) <= 4) for r, c in positions)

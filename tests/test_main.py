@@ -28,8 +28,10 @@ def test_main_trains_tests_and_writes_results(tmp_model_dir):
 
 
 def test_main_under_mirrored_strategy_reports_replicas(tmp_model_dir):
+    # Dropout and augmentation draw random numbers on every replica: they must work there too.
     result = run_main_mocked(["--model=functional", "--epochs=1", "--batch_size=32",
                               "--strategy=mirrored", "--cpu_devices=2", "--test_split=",
+                              "--dropout=0.3", "--augment", "--precision=bf16-mixed",
                               f"--model_dir={tmp_model_dir}"], num_examples=70)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MirroredStrategy with 2 replica(s)" in result.stderr

@@ -11,14 +11,25 @@ class ImageClassifier(module.Module):
     Args:
         network: a Keras model mapping a batch of images to logits, e.g. `layers.build_cnn(...)`.
         learning_rate: Adam's learning rate.
+        weight_decay: if > 0, AdamW's decoupled weight decay: every step also shrinks each
+            variable by learning_rate * weight_decay * variable, apart from the gradient.
+        label_smoothing: if > 0, the training target puts 1 - label_smoothing + ls/classes on
+            the true class and ls/classes on each other class. Evaluation uses hard labels.
     """
 
-    def __init__(self, network: tf.keras.Model, *, learning_rate: float = 3e-4, **kwargs):
+    def __init__(self, network: tf.keras.Model, *, learning_rate: float = 3e-4,
+                 weight_decay: float = 0.0, label_smoothing: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if learning_rate <= 0:
             raise ValueError(f"learning_rate ({learning_rate}) must be positive")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay ({weight_decay}) must be >= 0")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing ({label_smoothing}) must be in [0, 1)")
         self.network = network
         self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.label_smoothing = label_smoothing
 
     def call(self, images, training=False):
         return self.network(images, training=training)
@@ -26,7 +37,7 @@ class ImageClassifier(module.Module):
     def training_step(self, batch):
         images, labels = batch
         logits = self(images, training=True)
-        per_example_loss = self._per_example_loss(labels, logits)
+        per_example_loss = self._per_example_loss(labels, logits, self.label_smoothing)
         self.log("loss", per_example_loss)
         self.log("accuracy", _correct(labels, logits))
         return self.average_over_global_batch(per_example_loss)
@@ -42,6 +53,9 @@ class ImageClassifier(module.Module):
         return tf.nn.softmax(self(images, training=False))
 
     def configure_optimizers(self):
+        if self.weight_decay:
+            return tf.keras.optimizers.AdamW(learning_rate=self.learning_rate,
+                                             weight_decay=self.weight_decay)
         return tf.keras.optimizers.Adam(learning_rate=self.learning_rate)
 
     def _evaluate(self, batch):
@@ -51,9 +65,13 @@ class ImageClassifier(module.Module):
         self.log("loss", self._per_example_loss(labels, logits))
         self.log("accuracy", _correct(labels, logits))
 
-    def _per_example_loss(self, labels, logits):
+    def _per_example_loss(self, labels, logits, label_smoothing=0.0):
         """Cross-entropy per example; no reduction here, the caller decides how to average."""
-        return tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        if not label_smoothing:
+            return tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        targets = tf.one_hot(labels, tf.shape(logits)[-1])
+        return tf.keras.losses.categorical_crossentropy(targets, logits, from_logits=True,
+                                                        label_smoothing=label_smoothing)
 
 
 def _correct(labels, logits):

@@ -30,14 +30,43 @@ def split_cpu(num_devices: int) -> None:
                            f"initialises its devices: {error}") from None
 
 
-def create_strategy(name: str = "auto", *, cpu_devices: int = 1) -> tf.distribute.Strategy:
+def configure_gpus(gpus: list[int] | None = None, *, memory_growth: bool = True) -> None:
+    """Chooses the GPUs this process uses and lets their memory grow on demand.
+
+    Must run before TensorFlow initialises its devices. Without GPUs it does nothing. Memory
+    growth makes TensorFlow allocate GPU memory as needed instead of all of it at start, which
+    avoids out-of-memory errors when other processes share the GPU.
+
+    Args:
+        gpus: indices of the physical GPUs to use (None: all of them).
+        memory_growth: call `tf.config.experimental.set_memory_growth` on every used GPU.
+    """
+    physical = tf.config.list_physical_devices("GPU")
+    if gpus is not None:
+        missing = [index for index in gpus if not 0 <= index < len(physical)]
+        if missing:
+            raise ValueError(f"gpus ({','.join(map(str, gpus))}) names GPU(s) {missing}, but "
+                             f"this machine has {len(physical)} GPU(s)")
+        physical = [physical[index] for index in gpus]
+        tf.config.set_visible_devices(physical, "GPU")
+    if memory_growth:
+        for gpu in physical:
+            tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def create_strategy(name: str = "auto", *, cpu_devices: int = 1, gpus: list[int] | None = None,
+                    gpu_memory_growth: bool = True) -> tf.distribute.Strategy:
     """Returns the strategy called `name` (see the module docstring).
 
+    Device set-up (`cpu_devices`, `gpus`, `gpu_memory_growth`, see `split_cpu` and
+    `configure_gpus`) happens first, so call this before anything else touches TensorFlow.
+
     Raises:
-        ValueError: if `name` is not one of STRATEGIES.
+        ValueError: if `name` is not one of STRATEGIES, or a device argument is out of range.
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy ({name!r}) must be one of {list(STRATEGIES)}")
+    configure_gpus(gpus, memory_growth=gpu_memory_growth)
     split_cpu(cpu_devices)
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]

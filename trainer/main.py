@@ -33,8 +33,11 @@ def main(argv):
 
 def _run() -> dict:
     # The strategy comes first: it fixes the devices before anything else touches TensorFlow.
-    strategy = distribute.create_strategy(run_flags.distribution.STRATEGY.value,
-                                          cpu_devices=run_flags.distribution.CPU_DEVICES.value)
+    strategy = distribute.create_strategy(
+        run_flags.distribution.STRATEGY.value,
+        cpu_devices=run_flags.distribution.CPU_DEVICES.value,
+        gpus=_gpu_indices(run_flags.distribution.GPUS.value),
+        gpu_memory_growth=run_flags.distribution.GPU_MEMORY_GROWTH.value)
     # Seeded before any layer exists: Keras initializers draw their seeds when they are created.
     tf.keras.utils.set_random_seed(run_flags.training.SEED.value)
     precision.set_precision(run_flags.training.PRECISION.value)  # Before the layers, which read it.
@@ -51,7 +54,8 @@ def _run() -> dict:
         val_split=run_flags.dataset.VAL_SPLIT.value,
         test_split=run_flags.dataset.TEST_SPLIT.value,
         batch_size=run_flags.dataset.BATCH_SIZE.value,
-        seed=run_flags.training.SEED.value)
+        seed=run_flags.training.SEED.value,
+        augment=run_flags.dataset.AUGMENT.value)
     datamodule.prepare_data()
     datamodule.setup()  # Reads the image shape and class count the network is built for.
 
@@ -64,8 +68,13 @@ def _run() -> dict:
     with strategy.scope():
         network = layers.build_cnn(model_name, input_shape=datamodule.input_shape,
                                    num_classes=datamodule.num_classes,
-                                   sync_batchnorm=run_flags.model.SYNC_BATCHNORM.value)
-        module = trainer.ImageClassifier(network, learning_rate=run_flags.model.LEARNING_RATE.value)
+                                   sync_batchnorm=run_flags.model.SYNC_BATCHNORM.value,
+                                   dropout=run_flags.model.DROPOUT.value,
+                                   width_multiplier=run_flags.model.WIDTH_MULTIPLIER.value)
+        module = trainer.ImageClassifier(network,
+                                         learning_rate=run_flags.model.LEARNING_RATE.value,
+                                         weight_decay=run_flags.model.WEIGHT_DECAY.value,
+                                         label_smoothing=run_flags.model.LABEL_SMOOTHING.value)
 
     results = {"model": model_name, "dataset": dataset_name,
                "replicas": strategy.num_replicas_in_sync,
@@ -78,8 +87,20 @@ def _run() -> dict:
         os.makedirs(model_dir, exist_ok=True)
         with open(os.path.join(model_dir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
+        with open(os.path.join(model_dir, "history.json"), "w") as f:
+            json.dump(fit.history, f, indent=2)  # One entry of logs per epoch.
         logging.info("wrote %s", os.path.join(model_dir, "results.json"))
     return results
+
+
+def _gpu_indices(values: list[str] | None) -> list[int] | None:
+    if values is None:
+        return None
+    try:
+        return [int(value) for value in values]
+    except ValueError:
+        raise ValueError(f"gpus ({','.join(values)}) must be comma-separated GPU indices, "
+                         "e.g. 0,1") from None
 
 
 if __name__ == "__main__":

@@ -50,11 +50,12 @@ class Trainer:
             both CNNs 20-50% slower on a 2-core CPU, and Keras' `fit` turns it off under a
             strategy because of known crashes (../shared/PITFALLS.md items 16, 21). Measure first.
         progress_every_s: seconds between progress lines inside an epoch.
+        enable_model_summary: print the module's layer summary when it is built.
     """
 
     def __init__(self, *, strategy: tf.distribute.Strategy | None = None, epochs: int = 10,
                  steps_per_loop: int = 100, run_eagerly: bool = False, jit_compile: bool = False,
-                 progress_every_s: float = 20.0):
+                 progress_every_s: float = 20.0, enable_model_summary: bool = True):
         if epochs < 1:
             raise ValueError(f"epochs ({epochs}) must be at least 1")
         if steps_per_loop < 1:
@@ -65,6 +66,7 @@ class Trainer:
         self.run_eagerly = run_eagerly
         self.jit_compile = jit_compile
         self.progress_every_s = progress_every_s
+        self.enable_model_summary = enable_model_summary
         self.is_chief = distribute.is_chief(self.strategy)
         self.module = None
         self.optimizer = None
@@ -154,7 +156,7 @@ class Trainer:
         self.module, self.optimizer, self.datamodule = module, optimizer, datamodule
         self._functions: dict[str, object] = {}
         self._datasets: dict[str, object] = {}
-        if self.is_chief:
+        if self.is_chief and self.enable_model_summary:
             module.summary(expand_nested=True)
 
     def _check_variables_in_scope(self, module):
