@@ -9,6 +9,7 @@ is shared and noisy: a ratio taken within one run is meaningful, absolute number
              steps_per_execution=32, jit_compile left at Keras' default ("auto")
     default  Trainer.fit with the command line's defaults
     best     Trainer.fit with the fastest flags measured here (--precision=bf16-mixed)
+    xla      Trainer.fit with --jit_compile (to measure XLA; off by default)
 
 All three read the same synthetic uint8 CIFAR-shaped images through the same tf.data pipeline
 (`data.ArrayImageData`), batch 64. Each measurement trains two epochs and times the second, so
@@ -73,12 +74,13 @@ def run_fit(model_name, steps):
     return steps * BATCH_SIZE / timer.seconds
 
 
-def run_trainer(model_name, steps, precision_name="32", steps_per_loop=100):
+def run_trainer(model_name, steps, precision_name="32", steps_per_loop=100, jit_compile=False):
     """Images/s of Trainer.fit's second epoch."""
     precision.set_precision(precision_name)
     try:
         module = trainer.ImageClassifier(_network(model_name), learning_rate=3e-4)
         fitter = trainer.Trainer(epochs=2, steps_per_loop=steps_per_loop, progress_every_s=1e9,
+                                 jit_compile=jit_compile,
                                  enable_model_summary=False)
         fitter.fit(module, _datamodule(steps))
     finally:
@@ -90,6 +92,7 @@ CONTENDERS = {
     "fit": run_fit,
     "default": run_trainer,
     "best": lambda model_name, steps: run_trainer(model_name, steps, precision_name="bf16-mixed"),
+    "xla": lambda model_name, steps: run_trainer(model_name, steps, jit_compile=True),
 }
 
 

@@ -26,8 +26,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--sgd", action="store_true",
-                        help="plain SGD instead of Adam: Adam turns float noise in near-zero "
-                             "gradients into +-learning_rate updates, SGD keeps it tiny")
+                        help="plain SGD instead of Adam (see tests/test_distributed.py)")
     args = parser.parse_args()
 
     strategy = distribute.create_strategy(args.strategy, cpu_devices=args.cpu_devices)
@@ -53,8 +52,13 @@ def main():
         module = trainer.ImageClassifier(network, learning_rate=args.learning_rate)
         if args.sgd:
             module.configure_optimizers = lambda: tf.keras.optimizers.SGD(args.learning_rate)
+    fitter.validate(module, datamodule)  # Builds the module; evaluation changes no variable.
+    initial = {v.path: v.numpy() for v in module.trainable_variables}
     logs = fitter.fit(module, datamodule)
+    largest_update = max(float(np.max(np.abs(v.numpy() - initial[v.path])))
+                         for v in module.trainable_variables)
     report = {"logs": logs, "replicas": strategy.num_replicas_in_sync,
+              "largest_update": largest_update,
               "mismatches": distribute.replica_mismatches(strategy, module.variables)}
     np.savez(args.out, **{v.path: np.asarray(v.numpy()) for v in module.variables})
     with open(args.out.replace(".npz", ".json"), "w") as f:

@@ -25,6 +25,11 @@ def test_main_trains_tests_and_writes_results(tmp_model_dir):
         assert isinstance(results[key], float), key
     assert results["steps"] == 12 and results["epochs"] == 2
     assert 0.0 <= results["test_accuracy"] <= 1.0
+    with open(os.path.join(tmp_model_dir, "history.json")) as f:
+        assert [epoch["train_loss"] for epoch in json.load(f)][-1] == results["train_loss"]
+    for picture in ("curves.png", "confusion_matrix.png"):
+        with open(os.path.join(tmp_model_dir, picture), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", picture
 
 
 def test_main_under_mirrored_strategy_reports_replicas(tmp_model_dir):

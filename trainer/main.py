@@ -10,6 +10,7 @@ import sys
 
 from absl import app
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
 import flags as run_flags
@@ -17,6 +18,7 @@ import data
 import layers
 import trainer
 from trainer import distribute
+from trainer import plots
 from trainer import precision
 
 
@@ -81,8 +83,10 @@ def _run() -> dict:
                "precision": run_flags.training.PRECISION.value,
                "global_batch_size": datamodule.batch_size}
     results.update(fit.fit(module, datamodule))
+    labels = predictions = None
     if run_flags.dataset.TEST_SPLIT.value:
         results.update(fit.test(module, datamodule))
+        labels, predictions = _test_predictions(fit, module, datamodule)
     if fit.is_chief:
         os.makedirs(model_dir, exist_ok=True)
         with open(os.path.join(model_dir, "results.json"), "w") as f:
@@ -90,7 +94,18 @@ def _run() -> dict:
         with open(os.path.join(model_dir, "history.json"), "w") as f:
             json.dump(fit.history, f, indent=2)  # One entry of logs per epoch.
         logging.info("wrote %s", os.path.join(model_dir, "results.json"))
+        for path in plots.save_run_plots(model_dir, fit.history, labels, predictions,
+                                         datamodule.class_names):
+            logging.info("wrote %s", path)
     return results
+
+
+def _test_predictions(fit, module, datamodule):
+    """True and predicted classes of the test set, in dataset order (for the confusion matrix)."""
+    probabilities = fit.predict(module, datamodule)  # Every process takes part: a collective.
+    labels = np.concatenate([labels.numpy() for _, labels in
+                             datamodule.test_dataset(tf.distribute.InputContext())])
+    return labels, probabilities.argmax(axis=-1)
 
 
 def _gpu_indices(values: list[str] | None) -> list[int] | None:

@@ -25,7 +25,7 @@ class Trainer:
         with strategy.scope():
             build the module's variables, its optimizer and its logged metrics
         train_iterator = iter(distributed training dataset)   # endless: epoch after epoch
-        for epoch in range(epochs):
+        for epoch in range(start_epoch, epochs):   # start_epoch > 0 if the module trained before
             reset the training metrics
             while optimizer.iterations < (epoch + 1) * steps_per_epoch:
                 train_loop(train_iterator, n)    [traced] n times strategy.run(train_step)

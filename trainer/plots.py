@@ -1,0 +1,90 @@
+"""PNG pictures of a finished run, for people without TensorBoard.
+
+    curves.png            training and validation loss and accuracy per epoch
+    confusion_matrix.png  test confusion matrix, rows = true class, columns = predicted class
+
+matplotlib is an optional extra (`pip install ".[plots]"`); without it runs still work and say
+how to get the plots.
+"""
+
+import os
+
+from absl import logging
+import numpy as np
+
+
+def _pyplot():
+    """matplotlib.pyplot with a file-only backend, or None if matplotlib is not installed."""
+    try:
+        import matplotlib  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        logging.info("plots skipped: matplotlib is not installed (pip install \".[plots]\")")
+        return None
+    matplotlib.use("Agg")  # No display needed.
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    return plt
+
+
+def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
+    """Counts [true class, predicted class] pairs."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return matrix
+
+
+def plot_curves(history: list[dict[str, float]], path: str) -> str | None:
+    """Saves loss and accuracy per epoch (train and, if present, val); returns the path."""
+    plt = _pyplot()
+    if plt is None or not history:
+        return None
+    epochs = np.arange(1, len(history) + 1)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for stage in ("train", "val"):
+            key = f"{stage}_{metric}"
+            if key in history[0]:
+                axis.plot(epochs, [logs[key] for logs in history], marker="o", label=key)
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.legend()
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str) -> str | None:
+    """Saves the confusion matrix with class names and counts; returns the path."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    size = max(5, 0.5 * len(class_names))
+    figure, axis = plt.subplots(figsize=(size + 1, size))
+    image = axis.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axis)
+    ticks = np.arange(len(class_names))
+    axis.set_xticks(ticks, class_names, rotation=45, ha="right")
+    axis.set_yticks(ticks, class_names)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    accuracy = np.trace(matrix) / max(1, matrix.sum())
+    axis.set_title(f"test confusion matrix (accuracy {accuracy:.3f})")
+    if len(class_names) <= 20:  # Counts stay readable up to about 20 classes.
+        for (row, col), count in np.ndenumerate(matrix):
+            axis.text(col, row, str(count), ha="center", va="center", fontsize=7,
+                      color="white" if count > matrix.max() / 2 else "black")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def save_run_plots(model_dir: str, history, labels, predictions, class_names) -> list[str]:
+    """Writes curves.png and (when labels are given) confusion_matrix.png into model_dir."""
+    written = [plot_curves(history, os.path.join(model_dir, "curves.png"))]
+    if labels is not None:
+        matrix = confusion_matrix(labels, predictions, len(class_names))
+        written.append(plot_confusion_matrix(
+            matrix, class_names, os.path.join(model_dir, "confusion_matrix.png")))
+    return [path for path in written if path]
