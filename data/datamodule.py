@@ -32,8 +32,12 @@ class DataModule:
         """Training steps (global batches) in one epoch."""
         raise NotImplementedError
 
-    def train_dataset(self, ctx: tf.distribute.InputContext, *, start_epoch: int = 0) -> tf.data.Dataset:
-        """Returns an endless dataset of training batches, epoch after epoch from `start_epoch`."""
+    def train_dataset(self, ctx: tf.distribute.InputContext, *, start_epoch: int = 0,
+                      skip_steps: int = 0) -> tf.data.Dataset:
+        """Returns an endless dataset of training batches, epoch after epoch from `start_epoch`,
+        without the first `skip_steps` steps' batches of that epoch. Each epoch's batches must
+        depend only on the epoch number, so that a resumed run sees what an uninterrupted one
+        would have."""
         raise NotImplementedError
 
     def val_dataset(self, ctx: tf.distribute.InputContext) -> tf.data.Dataset | None:

@@ -87,7 +87,7 @@ class ImageClassificationData(datamodule.DataModule):
         """Training examples left out of each epoch by drop_remainder (a different few each epoch)."""
         return self._num_examples("train") - self.steps_per_epoch() * self.batch_size
 
-    def train_dataset(self, ctx, *, start_epoch=0):
+    def train_dataset(self, ctx, *, start_epoch=0, skip_steps=0):
         batch_size = ctx.get_per_replica_batch_size(self.batch_size)
         # One global step takes one batch from each of this pipeline's replicas.
         batches_per_epoch = (self.steps_per_epoch() * ctx.num_replicas_in_sync
@@ -106,6 +106,8 @@ class ImageClassificationData(datamodule.DataModule):
             return batches
 
         batches = tf.data.Dataset.counter(start_epoch).flat_map(one_epoch)
+        # A run resumed mid-epoch skips the batches its first epoch had already trained on.
+        batches = batches.skip(skip_steps * ctx.num_replicas_in_sync // ctx.num_input_pipelines)
         return _without_autotune(batches.map(_to_float, num_parallel_calls=2).prefetch(2))
 
     def _shuffle_block(self, pair, epoch, block):

@@ -1,4 +1,4 @@
-"""Flags that control the training run itself."""
+"""Flags that control the training run itself: length, seeds, speed, checkpoints."""
 
 from absl import flags
 
@@ -29,3 +29,22 @@ RUN_EAGERLY = flags.DEFINE_boolean(
     "run_eagerly", False,
     "Run the steps as plain Python without tf.function, so pdb can stop inside training_step. "
     "Much slower; for debugging only.")
+CHECKPOINT_EVERY_STEPS = flags.DEFINE_integer(
+    "checkpoint_every_steps", 1000,
+    "Save the full training state every this many optimizer steps (>= 0), besides every epoch "
+    "end; 0 saves at epoch ends only. Checkpoints go to <model_dir>/checkpoints.", lower_bound=0)
+KEEP_CHECKPOINTS = flags.DEFINE_integer(
+    "keep_checkpoints", 3, "How many of the newest checkpoints to keep on disk (>= 1).",
+    lower_bound=1)
+CKPT_PATH = flags.DEFINE_string(
+    "ckpt_path", None,
+    "Resume from this checkpoint (a path such as runs/x/checkpoints/ckpt-1562) instead of the "
+    "latest one in --model_dir.")
+FRESH_START = flags.DEFINE_boolean(
+    "fresh_start", False,
+    "Start from scratch even though --model_dir holds a run: the old run is renamed to "
+    "<model_dir>.old-N, never deleted. Without it a run in --model_dir is resumed.")
+DETERMINISTIC = flags.DEFINE_boolean(
+    "deterministic", False,
+    "Enable TensorFlow op determinism, so that the same flags give bit-identical results, also "
+    "after a resume. Can be slower.")

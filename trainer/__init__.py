@@ -4,11 +4,13 @@
 - `classifier.py`: `ImageClassifier`, the tutorial's task.
 - `trainer.py`: `Trainer`, the hand-written `tf.function` loop.
 - `distribute.py`: strategy selection and replica checks.
+- `checkpointing.py`: full-state checkpoints and exact resume.
+- `precision.py`, `plots.py`: mixed-precision policies; PNG plots of a run.
 - `main.py`: the command line (`python -m trainer.main`).
 """
 
 from trainer.classifier import ImageClassifier
 from trainer.module import Module
-from trainer.trainer import Trainer
+from trainer.trainer import Trainer, TrainingInterrupted
 
-__all__ = ["ImageClassifier", "Module", "Trainer"]
+__all__ = ["ImageClassifier", "Module", "Trainer", "TrainingInterrupted"]

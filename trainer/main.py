@@ -17,6 +17,7 @@ import flags as run_flags
 import data
 import layers
 import trainer
+from trainer import checkpointing
 from trainer import distribute
 from trainer import plots
 from trainer import precision
@@ -27,7 +28,11 @@ def main(argv):
         raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
     try:
         results = _run()
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
+    except trainer.TrainingInterrupted as interruption:
+        logging.warning("%s", interruption)
+        print(f"stopped: {interruption}", file=sys.stderr)
+        sys.exit(128 + interruption.signal_number)  # The shell's convention for "killed by".
+    except (ValueError, TypeError, OSError, RuntimeError) as error:
         logging.error("%s", error)
         sys.exit(f"error: {error}")
     logging.info("results: %s", json.dumps(results))
@@ -42,11 +47,25 @@ def _run() -> dict:
         gpu_memory_growth=run_flags.distribution.GPU_MEMORY_GROWTH.value)
     # Seeded before any layer exists: Keras initializers draw their seeds when they are created.
     tf.keras.utils.set_random_seed(run_flags.training.SEED.value)
+    if run_flags.training.DETERMINISTIC.value:
+        tf.config.experimental.enable_op_determinism()
     precision.set_precision(run_flags.training.PRECISION.value)  # Before the layers, which read it.
     model_name = run_flags.model.MODEL.value
     dataset_name = run_flags.dataset.DATASET.value
     model_dir = run_flags.training.MODEL_DIR.value or os.path.join(
         "runs", f"{dataset_name}-{model_name}")
+    is_chief = distribute.is_chief(strategy)
+    if run_flags.training.FRESH_START.value and is_chief:
+        old_run = checkpointing.set_aside(model_dir)
+        if old_run:
+            logging.info("--fresh_start: the previous run in %s is now %s", model_dir, old_run)
+    if is_chief:  # Flags that change what is trained must match the run being resumed.
+        checkpointing.check_run_config(model_dir, {
+            "model": model_name, "dataset": dataset_name,
+            "batch_size": run_flags.dataset.BATCH_SIZE.value,
+            "train_split": run_flags.dataset.TRAIN_SPLIT.value,
+            "width_multiplier": run_flags.model.WIDTH_MULTIPLIER.value,
+            "seed": run_flags.training.SEED.value})
 
     datamodule = data.TFDSImageData(
         name=dataset_name,
@@ -66,7 +85,12 @@ def _run() -> dict:
         epochs=run_flags.training.EPOCHS.value,
         steps_per_loop=run_flags.training.STEPS_PER_LOOP.value,
         run_eagerly=run_flags.training.RUN_EAGERLY.value,
-        jit_compile=run_flags.training.JIT_COMPILE.value)
+        jit_compile=run_flags.training.JIT_COMPILE.value,
+        checkpointer=checkpointing.Checkpointer(
+            os.path.join(model_dir, "checkpoints"),
+            every_n_steps=run_flags.training.CHECKPOINT_EVERY_STEPS.value,
+            max_to_keep=run_flags.training.KEEP_CHECKPOINTS.value, is_chief=is_chief),
+        resume_from=run_flags.training.CKPT_PATH.value)
     with strategy.scope():
         network = layers.build_cnn(model_name, input_shape=datamodule.input_shape,
                                    num_classes=datamodule.num_classes,
@@ -88,7 +112,6 @@ def _run() -> dict:
         results.update(fit.test(module, datamodule))
         labels, predictions = _test_predictions(fit, module, datamodule)
     if fit.is_chief:
-        os.makedirs(model_dir, exist_ok=True)
         with open(os.path.join(model_dir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
         with open(os.path.join(model_dir, "history.json"), "w") as f:

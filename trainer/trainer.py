@@ -5,16 +5,28 @@ optimizer step (traced), and the `_..._loop` methods are the glue that runs many
 call. ../shared/PITFALLS.md explains each rule the comments cite.
 """
 
+import contextlib
+import signal
+import threading
 import time
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from trainer import checkpointing
 from trainer import distribute
 
 _UNLIMITED = 2**31 - 1  # "until the data ends", as a step bound for tf.range
 _TIMINGS = ("_seconds", "_per_s")  # Suffixes of the logs' timing entries.
+
+
+class TrainingInterrupted(Exception):
+    """Raised by `fit` after a SIGTERM or SIGINT, once the state is saved in a checkpoint."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal_number = signal_number
 
 
 class Trainer:
@@ -51,11 +63,17 @@ class Trainer:
             strategy because of known crashes (../shared/PITFALLS.md items 16, 21). Measure first.
         progress_every_s: seconds between progress lines inside an epoch.
         enable_model_summary: print the module's layer summary when it is built.
+        checkpointer: saves the run's full state at its cadence, at every epoch end and when
+            the run is stopped by SIGTERM/SIGINT; the latest checkpoint (or `resume_from`) is
+            restored when the module is built. None: no checkpoints.
+        resume_from: a checkpoint path to restore instead of the checkpointer's latest.
     """
 
     def __init__(self, *, strategy: tf.distribute.Strategy | None = None, epochs: int = 10,
                  steps_per_loop: int = 100, run_eagerly: bool = False, jit_compile: bool = False,
-                 progress_every_s: float = 20.0, enable_model_summary: bool = True):
+                 progress_every_s: float = 20.0, enable_model_summary: bool = True,
+                 checkpointer: checkpointing.Checkpointer | None = None,
+                 resume_from: str | None = None):
         if epochs < 1:
             raise ValueError(f"epochs ({epochs}) must be at least 1")
         if steps_per_loop < 1:
@@ -67,6 +85,10 @@ class Trainer:
         self.jit_compile = jit_compile
         self.progress_every_s = progress_every_s
         self.enable_model_summary = enable_model_summary
+        self.checkpointer = checkpointer
+        self.resume_from = resume_from
+        self._stop_signal = None
+        self._saved_step = None
         self.is_chief = distribute.is_chief(self.strategy)
         self.module = None
         self.optimizer = None
@@ -89,19 +111,23 @@ class Trainer:
         self._setup(module, datamodule)
         steps_per_epoch = datamodule.steps_per_epoch()
         self._log_plan(steps_per_epoch)
-        start_epoch = self._step() // steps_per_epoch  # > 0 if this module was trained before
+        # Where to start follows from the step count alone (> 0 after a restore or an earlier
+        # fit): the data of any epoch can be rebuilt from its number.
+        start_epoch, steps_done = divmod(self._step(), steps_per_epoch)
         train_data = self.strategy.distribute_datasets_from_function(
-            lambda ctx: datamodule.train_dataset(ctx, start_epoch=start_epoch))
-        self._create_logged_metrics("train", module.training_step, train_data)
+            lambda ctx: datamodule.train_dataset(ctx, start_epoch=start_epoch,
+                                                 skip_steps=steps_done))
         train_iterator = iter(train_data)  # long-lived: tf.data keeps its buffers warm across epochs
 
-        for epoch in range(start_epoch, self.epochs):
-            logs = self._train_epoch(train_iterator, epoch, steps_per_epoch)
-            if self._distributed_dataset("val") is not None:
-                logs.update(self._evaluate("val"))
-            logs["elapsed_seconds"] = time.perf_counter() - start_time
-            self.history.append(logs)
-            self._print(self._epoch_line(epoch, logs))
+        with self._graceful_stop():
+            for epoch in range(start_epoch, self.epochs):
+                logs = self._train_epoch(train_iterator, epoch, steps_per_epoch)
+                if self._distributed_dataset("val") is not None:
+                    logs.update(self._evaluate("val"))
+                logs["elapsed_seconds"] = time.perf_counter() - start_time
+                self.history.append(logs)
+                self._print(self._epoch_line(epoch, logs))
+                self._save_checkpoint()
 
         self._average_replica_copies()
         last_epoch_logs = self.history[-1] if self.history else {}
@@ -156,6 +182,9 @@ class Trainer:
         self.module, self.optimizer, self.datamodule = module, optimizer, datamodule
         self._functions: dict[str, object] = {}
         self._datasets: dict[str, object] = {}
+        self._create_logged_metrics("train", module.training_step, datamodule.train_dataset)
+        if self.checkpointer:
+            self._restore_checkpoint()
         if self.is_chief and self.enable_model_summary:
             module.summary(expand_nested=True)
 
@@ -167,12 +196,14 @@ class Trainer:
                     "create the module inside `with trainer.strategy.scope():` and do not call it "
                     "before fit, so that the Trainer builds it there")
 
-    def _create_logged_metrics(self, stage, hook, dataset):
+    def _create_logged_metrics(self, stage, hook, make_dataset):
         """Traces `hook` once, without running it, to learn what it logs; creates those metrics."""
         logbook = self.module.logbook
+        replica_batch = make_dataset(tf.distribute.InputContext(
+            num_replicas_in_sync=self.strategy.num_replicas_in_sync)).element_spec
         with logbook.discovering(stage) as names:
             traced = tf.function(lambda batch: self.strategy.run(hook, args=(batch,)))
-            outputs = traced.get_concrete_function(dataset.element_spec).structured_outputs
+            outputs = traced.get_concrete_function(replica_batch).structured_outputs
         if stage == "train" and outputs is None:
             raise TypeError("training_step(batch) must return the loss to minimize, got None")
         with self.strategy.scope():
@@ -202,14 +233,22 @@ class Trainer:
 
     def _train_epoch(self, iterator, epoch, steps_per_epoch):
         """Runs one epoch of training steps, `steps_per_loop` per call; returns the epoch's logs."""
-        self.module.logbook.reset("train")
         train_loop = self._compiled("train", self._train_loop)
         end_step = (epoch + 1) * steps_per_epoch
         step = first_step = self._step()
+        if step == epoch * steps_per_epoch:  # Mid-epoch after a restore: keep the restored means.
+            self.module.logbook.reset("train")
         start_time = last_print = time.perf_counter()
         while step < end_step:
-            train_loop(iterator, tf.constant(min(self.steps_per_loop, end_step - step)))
+            train_loop(iterator, tf.constant(self._steps_in_next_loop(step, end_step)))
             step = self._step()  # Once per loop, never per step.
+            if self._stop_signal or (self.checkpointer and self.checkpointer.due(step)):
+                self._save_checkpoint()
+            if self._stop_signal:
+                saved = self.checkpointer.latest if self.checkpointer else "no checkpoint"
+                raise TrainingInterrupted(f"interrupted by {signal.Signals(self._stop_signal).name}"
+                                          f" at step {step}; state saved in {saved}",
+                                          self._stop_signal)
             if time.perf_counter() - last_print > self.progress_every_s:
                 last_print = time.perf_counter()
                 self._print(f"epoch {epoch + 1}/{self.epochs} | step {step}/{end_step} | "
@@ -218,6 +257,15 @@ class Trainer:
         images = (step - first_step) * self.datamodule.batch_size
         return {**self.module.logbook.results("train"), "train_seconds": seconds,
                 "train_images_per_s": images / seconds}
+
+    def _steps_in_next_loop(self, step, end_step):
+        """Steps for the next call: `steps_per_loop`, cut so that a call ends exactly at the epoch
+        end and at the next checkpoint step (cadences stay exact in optimizer steps)."""
+        steps = min(self.steps_per_loop, end_step - step)
+        if self.checkpointer and self.checkpointer.every_n_steps:
+            every = self.checkpointer.every_n_steps
+            steps = min(steps, every - step % every)
+        return steps
 
     def _train_loop(self, iterator, num_steps):
         """Runs `num_steps` training steps in one call: one dispatch and host sync per call."""
@@ -255,7 +303,9 @@ class Trainer:
         hook = {"val": self.module.validation_step, "test": self.module.test_step}[stage]
         dataset = self._distributed_dataset(stage)
         if not self.module.logbook.metrics[stage]:
-            self._create_logged_metrics(stage, hook, dataset)
+            make_dataset = {"val": self.datamodule.val_dataset,
+                            "test": self.datamodule.test_dataset}[stage]
+            self._create_logged_metrics(stage, hook, make_dataset)
         self._average_replica_copies()
         self.module.logbook.reset(stage)
         eval_loop = self._compiled(stage, lambda iterator: self._eval_loop(stage, hook, iterator))
@@ -300,6 +350,52 @@ class Trainer:
                 variable.value.assign(mean)  # Each replica's copy gets its (identical) mean.
 
         self._compiled("average_replica_copies", average)()
+
+    # ---- Checkpoints and stopping ----------------------------------------------------------------
+
+    def _restore_checkpoint(self):
+        """Tracks the run's state and restores the given or latest checkpoint, inside the scope."""
+        self.checkpointer.track(module=self.module, optimizer=self.optimizer,
+                                train_metrics=list(self.module.logbook.metrics["train"].values()))
+        with self.strategy.scope():
+            restored = self.checkpointer.restore(self.resume_from)
+        if restored:
+            step = self._step()
+            steps_per_epoch = self.datamodule.steps_per_epoch()
+            self._print(f"resumed from {restored}: step {step}, epoch {step // steps_per_epoch + 1}"
+                        f" at batch {step % steps_per_epoch}")
+
+    def _save_checkpoint(self):
+        """Saves the run's state (every replica holds the same model first); once per step."""
+        step = self._step()
+        if not self.checkpointer or self._saved_step == step:
+            return
+        self._average_replica_copies()
+        path = self.checkpointer.save(step)
+        self._saved_step = step
+        logging.debug("saved %s", path)
+
+    @contextlib.contextmanager
+    def _graceful_stop(self):
+        """SIGTERM or a first SIGINT ask the host loop to save and stop after the current call;
+        a second SIGINT interrupts at once. Only the main thread can install signal handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signal_number, frame):
+            del frame
+            self._stop_signal = signal_number
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            logging.warning("%s received: saving a checkpoint after the current steps "
+                            "(Ctrl-C again to stop at once)", signal.Signals(signal_number).name)
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     # ---- Output (chief only) -------------------------------------------------------------------
 

@@ -1,0 +1,120 @@
+"""Full-state checkpoints, so that a killed run continues exactly where it stopped.
+
+What a checkpoint holds: every module variable (BatchNorm statistics and Dropout's seed state
+included), the optimizer (its slots and `iterations`, the run's one step counter) and the running
+means of the epoch's training metrics. What it does not need: the data position. Epoch e's order
+and augmentation are pure functions of (seed, e), so the step count alone says where to resume:
+epoch = step // steps_per_epoch, and that epoch's first step % steps_per_epoch batches are skipped.
+
+`tf.train.CheckpointManager` writes a checkpoint's files before it moves the "latest" pointer, so
+a crash while saving leaves the previous checkpoint as the latest.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+RUN_CONFIG = "run_config.json"
+
+
+class Checkpointer:
+    """Saves and restores a run's state in `<directory>`, keeping the newest `max_to_keep`.
+
+    Under multi-worker training every worker must call `save` (it is a collective); only the chief
+    writes to `directory`, the others write to a temporary directory that they delete.
+
+    Args:
+        directory: where checkpoints go, e.g. `<model_dir>/checkpoints`.
+        every_n_steps: also save every this many optimizer steps (0: only at epoch ends).
+        max_to_keep: how many checkpoints to keep on disk.
+        is_chief: whether this process writes the real checkpoints.
+    """
+
+    def __init__(self, directory: str, *, every_n_steps: int = 0, max_to_keep: int = 3,
+                 is_chief: bool = True):
+        if every_n_steps < 0:
+            raise ValueError(f"checkpoint_every_steps ({every_n_steps}) must be >= 0")
+        if max_to_keep < 1:
+            raise ValueError(f"keep_checkpoints ({max_to_keep}) must be at least 1")
+        self.directory = directory
+        self.every_n_steps = every_n_steps
+        self.max_to_keep = max_to_keep
+        self.is_chief = is_chief
+        self._manager = None
+
+    def track(self, **trackables) -> None:
+        """Names what the checkpoints hold; call once, after every variable exists."""
+        directory = self.directory if self.is_chief else tempfile.mkdtemp(prefix="checkpoints-")
+        self._checkpoint = tf.train.Checkpoint(**trackables)
+        self._manager = tf.train.CheckpointManager(self._checkpoint, directory, self.max_to_keep)
+
+    @property
+    def latest(self) -> str | None:
+        return tf.train.latest_checkpoint(self.directory)
+
+    def restore(self, path: str | None = None) -> str | None:
+        """Restores `path`, or the latest checkpoint; returns what was restored (None: nothing).
+
+        Call inside `strategy.scope()`. Every tracked object must match the checkpoint.
+
+        Raises:
+            ValueError: naming the path, if it is missing, unreadable or from another model.
+        """
+        path = path or self.latest
+        if path is None:
+            return None
+        try:
+            self._checkpoint.restore(path).assert_existing_objects_matched()
+        except Exception as error:  # A damaged file surfaces as OpError, IndexError, ValueError...
+            raise ValueError(f"cannot restore checkpoint {path}: {_first_line(error)}") from None
+        return path
+
+    def due(self, step: int) -> bool:
+        """Whether the step cadence asks for a checkpoint at `step`."""
+        return bool(self.every_n_steps) and step % self.every_n_steps == 0
+
+    def save(self, step: int) -> str:
+        path = self._manager.save(checkpoint_number=step)
+        if not self.is_chief:
+            shutil.rmtree(self._manager.directory, ignore_errors=True)
+        return path
+
+
+def check_run_config(model_dir: str, config: dict) -> None:
+    """Records `config` in `<model_dir>/run_config.json`, or checks it against the recorded one.
+
+    Raises:
+        ValueError: naming each setting that differs from the run already in `model_dir`.
+    """
+    path = os.path.join(model_dir, RUN_CONFIG)
+    if os.path.exists(path):
+        with open(path) as f:
+            recorded = json.load(f)
+        differences = [f"{key}: {recorded.get(key)!r} there, {value!r} now"
+                       for key, value in config.items() if recorded.get(key) != value]
+        if differences:
+            raise ValueError(
+                f"model_dir ({model_dir}) holds a run with other settings ({'; '.join(differences)}). "
+                "Use another --model_dir, or --fresh_start to set the old run aside")
+        return
+    os.makedirs(model_dir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2)
+
+
+def set_aside(model_dir: str) -> str | None:
+    """Renames an existing `model_dir` to `<model_dir>.old-N` (never deletes it); returns the new name."""
+    if not os.path.exists(model_dir) or not os.listdir(model_dir):
+        return None
+    number = 1
+    while os.path.exists(f"{model_dir}.old-{number}"):
+        number += 1
+    os.rename(model_dir, f"{model_dir}.old-{number}")
+    return f"{model_dir}.old-{number}"
+
+
+def _first_line(error) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
