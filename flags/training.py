@@ -48,3 +48,14 @@ DETERMINISTIC = flags.DEFINE_boolean(
     "deterministic", False,
     "Enable TensorFlow op determinism, so that the same flags give bit-identical results, also "
     "after a resume. Can be slower.")
+MONITOR = flags.DEFINE_string(
+    "monitor", "val_accuracy",
+    "Logged metric that ranks the epochs for --save_top_k, e.g. val_accuracy or val_loss.")
+MONITOR_MODE = flags.DEFINE_enum(
+    "monitor_mode", "auto", ["auto", "max", "min"],
+    "Whether a higher or lower --monitor is better; auto: max for names containing 'acc', else min.")
+SAVE_TOP_K = flags.DEFINE_integer(
+    "save_top_k", 1,
+    "Keep the weights of this many best epochs in <model_dir>/best (ranked in best.json); the "
+    "best is exported for serving to <model_dir>/export. 0: no ranking, export the last model.",
+    lower_bound=0)

@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import layers
+import trainer
 from conftest import ROOT, TESTS, run_main_mocked, subprocess_env
+from trainer import checkpointing
+from trainer import export
 
 NUM_EXAMPLES = 640  # 20 steps of 32 per epoch.
 FLAGS = ["--model=sequential", "--epochs=3", "--batch_size=32", "--deterministic",
@@ -153,3 +157,53 @@ def test_fresh_start_sets_the_old_run_aside(finished_run, tmp_path):
     assert os.path.exists(os.path.join(model_dir + ".old-1", "results.json"))
     with open(os.path.join(model_dir, "results.json")) as f:
         assert json.load(f)["global_batch_size"] == 16
+
+
+def test_best_models_keep_the_top_k_and_survive_a_restart(tmp_path):
+    module = tf.keras.Sequential([tf.keras.layers.Dense(2)])
+    module(tf.zeros([1, 3]))
+    best = checkpointing.BestModels(str(tmp_path), monitor="val_accuracy", top_k=2)
+    kept = [best.update(module, epoch, 10 * epoch, {"val_accuracy": score})
+            for epoch, score in enumerate([0.5, 0.7, 0.6, 0.8, 0.1])]
+    assert kept == [True, True, True, True, False]
+    assert [(e["epoch"], e["score"]) for e in best.ranking] == [(4, 0.8), (2, 0.7)]
+    assert sorted(p.name.split(".")[0] for p in tmp_path.glob("epoch-*.index")) == ["epoch-2", "epoch-4"]
+    again = checkpointing.BestModels(str(tmp_path), monitor="val_accuracy", top_k=2)
+    assert again.ranking == best.ranking
+    lowest = checkpointing.BestModels(str(tmp_path / "loss"), monitor="val_loss", top_k=1)
+    for epoch, loss in enumerate([0.9, 0.4, 0.6]):
+        lowest.update(module, epoch, epoch, {"val_loss": loss})
+    assert lowest.best["epoch"] == 2 and lowest.best["score"] == 0.4
+    with pytest.raises(ValueError, match=r"monitor \('val_f1'\) is not a logged metric"):
+        checkpointing.BestModels(str(tmp_path / "f1"), monitor="val_f1").update(
+            module, 0, 0, {"val_loss": 1.0})
+
+
+def test_exported_model_serves_uint8_images_in_a_fresh_process(tmp_path):
+    module = trainer.ImageClassifier(
+        layers.build_cnn("functional", input_shape=(32, 32, 3), num_classes=10))
+    module(tf.zeros([1, 32, 32, 3]))
+    path = export.export_for_serving(module, (32, 32, 3), str(tmp_path / "export"))
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    expected = tf.nn.softmax(module(images.astype(np.float32) / 255.0)).numpy()
+    code = ("import numpy as np, tensorflow as tf, sys\n"
+            "model = tf.saved_model.load(sys.argv[1])\n"
+            "images = tf.constant(np.load(sys.argv[2]))\n"
+            "out = model.signatures['serving_default'](images=images)['probabilities']\n"
+            "np.save(sys.argv[3], out.numpy())\n")
+    result = subprocess.run([sys.executable, "-c", code, path, str(tmp_path / "images.npy"),
+                             str(tmp_path / "out.npy")], env=subprocess_env(), cwd=str(tmp_path),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_finished_run_ranked_its_epochs_and_exported_the_best(finished_run):
+    with open(os.path.join(finished_run, "best", "best.json")) as f:
+        best = json.load(f)
+    with open(os.path.join(finished_run, "results.json")) as f:
+        results = json.load(f)
+    assert best["monitor"] == "val_accuracy" and len(best["ranking"]) == 1
+    assert best["ranking"][0]["score"] == results["val_accuracy"]
+    assert os.path.exists(os.path.join(finished_run, "export", "saved_model.pb"))

@@ -118,3 +118,77 @@ def set_aside(model_dir: str) -> str | None:
 
 def _first_line(error) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+class BestModels:
+    """Keeps the module weights of the `top_k` best epochs by a monitored metric.
+
+    Weights go to `<directory>/epoch-<E>`; `<directory>/best.json` lists the kept epochs, best
+    first, with their scores, and survives restarts: a resumed run goes on ranking against it.
+
+    Args:
+        directory: e.g. `<model_dir>/best`.
+        monitor: the logged metric to rank by, e.g. "val_accuracy".
+        mode: "max", "min", or "auto" (max for names containing "acc", else min).
+        top_k: how many to keep (>= 1).
+        is_chief: whether this process writes (others write to a temporary directory).
+    """
+
+    def __init__(self, directory: str, *, monitor: str = "val_accuracy", mode: str = "auto",
+                 top_k: int = 1, is_chief: bool = True):
+        if mode not in ("auto", "max", "min"):
+            raise ValueError(f"monitor_mode ({mode!r}) must be one of ['auto', 'max', 'min']")
+        if top_k < 1:
+            raise ValueError(f"save_top_k ({top_k}) must be at least 1")
+        self.directory = directory if is_chief else tempfile.mkdtemp(prefix="best-")
+        self.monitor = monitor
+        self.higher_is_better = mode == "max" or (mode == "auto" and "acc" in monitor)
+        self.top_k = top_k
+        self.is_chief = is_chief
+        os.makedirs(self.directory, exist_ok=True)
+        self.ranking: list[dict] = self._load()
+
+    @property
+    def best(self) -> dict | None:
+        """{"epoch", "step", "score", "path"} of the best epoch so far, or None."""
+        return self.ranking[0] if self.ranking else None
+
+    def update(self, module, epoch: int, step: int, logs: dict[str, float]) -> bool:
+        """Saves the module's weights if this epoch ranks in the top k; returns whether it did.
+
+        Raises:
+            ValueError: if the monitored metric is not in `logs`.
+        """
+        if self.monitor not in logs:
+            raise ValueError(f"monitor ({self.monitor!r}) is not a logged metric; the epoch "
+                             f"logged {sorted(k for k in logs if not k.endswith('seconds'))}")
+        score = float(logs[self.monitor])
+        entry = {"epoch": epoch + 1, "step": step, "score": score,
+                 "path": os.path.join(self.directory, f"epoch-{epoch + 1}")}
+        ranking = sorted(self.ranking + [entry], key=lambda e: e["score"],
+                         reverse=self.higher_is_better)
+        if entry not in ranking[:self.top_k]:
+            return False
+        tf.train.Checkpoint(module=module).write(entry["path"])
+        for dropped in ranking[self.top_k:]:
+            for file_name in tf.io.gfile.glob(dropped["path"] + ".*"):
+                tf.io.gfile.remove(file_name)
+        self.ranking = ranking[:self.top_k]
+        if self.is_chief:
+            with open(os.path.join(self.directory, "best.json"), "w") as f:
+                json.dump({"monitor": self.monitor, "higher_is_better": self.higher_is_better,
+                           "ranking": self.ranking}, f, indent=2)
+        return True
+
+    def restore_best(self, module) -> dict | None:
+        """Loads the best epoch's weights into `module`; returns its entry (None: none saved)."""
+        if self.best:
+            tf.train.Checkpoint(module=module).read(self.best["path"]).assert_existing_objects_matched()
+        return self.best
+
+    def _load(self):
+        path = os.path.join(self.directory, "best.json")
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return json.load(f)["ranking"]

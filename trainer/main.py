@@ -19,6 +19,7 @@ import layers
 import trainer
 from trainer import checkpointing
 from trainer import distribute
+from trainer import export
 from trainer import plots
 from trainer import precision
 
@@ -90,7 +91,8 @@ def _run() -> dict:
             os.path.join(model_dir, "checkpoints"),
             every_n_steps=run_flags.training.CHECKPOINT_EVERY_STEPS.value,
             max_to_keep=run_flags.training.KEEP_CHECKPOINTS.value, is_chief=is_chief),
-        resume_from=run_flags.training.CKPT_PATH.value)
+        resume_from=run_flags.training.CKPT_PATH.value,
+        best_models=_best_models(model_dir, is_chief))
     with strategy.scope():
         network = layers.build_cnn(model_name, input_shape=datamodule.input_shape,
                                    num_classes=datamodule.num_classes,
@@ -111,7 +113,15 @@ def _run() -> dict:
     if run_flags.dataset.TEST_SPLIT.value:
         results.update(fit.test(module, datamodule))
         labels, predictions = _test_predictions(fit, module, datamodule)
+    if fit.best_models:
+        with strategy.scope():
+            best = fit.best_models.restore_best(module)
+        logging.info("the best epoch by %s: %s", fit.best_models.monitor, best)
     if fit.is_chief:
+        export_dir = export.export_for_serving(module, datamodule.input_shape,
+                                               os.path.join(model_dir, "export"))
+        logging.info("exported the %s model for serving to %s",
+                     "best" if fit.best_models else "last", export_dir)
         with open(os.path.join(model_dir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
         with open(os.path.join(model_dir, "history.json"), "w") as f:
@@ -129,6 +139,20 @@ def _test_predictions(fit, module, datamodule):
     labels = np.concatenate([labels.numpy() for _, labels in
                              datamodule.test_dataset(tf.distribute.InputContext())])
     return labels, probabilities.argmax(axis=-1)
+
+
+def _best_models(model_dir: str, is_chief: bool):
+    monitor = run_flags.training.MONITOR.value
+    if not run_flags.training.SAVE_TOP_K.value:
+        return None
+    if monitor.startswith("val_") and not run_flags.dataset.VAL_SPLIT.value:
+        logging.info("no validation split: epochs are not ranked by %s; the last model is exported",
+                     monitor)
+        return None
+    return checkpointing.BestModels(
+        os.path.join(model_dir, "best"), monitor=run_flags.training.MONITOR.value,
+        mode=run_flags.training.MONITOR_MODE.value, top_k=run_flags.training.SAVE_TOP_K.value,
+        is_chief=is_chief)
 
 
 def _gpu_indices(values: list[str] | None) -> list[int] | None:

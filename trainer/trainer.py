@@ -67,13 +67,15 @@ class Trainer:
             the run is stopped by SIGTERM/SIGINT; the latest checkpoint (or `resume_from`) is
             restored when the module is built. None: no checkpoints.
         resume_from: a checkpoint path to restore instead of the checkpointer's latest.
+        best_models: ranks every epoch by a monitored metric and keeps the best weights.
     """
 
     def __init__(self, *, strategy: tf.distribute.Strategy | None = None, epochs: int = 10,
                  steps_per_loop: int = 100, run_eagerly: bool = False, jit_compile: bool = False,
                  progress_every_s: float = 20.0, enable_model_summary: bool = True,
                  checkpointer: checkpointing.Checkpointer | None = None,
-                 resume_from: str | None = None):
+                 resume_from: str | None = None,
+                 best_models: checkpointing.BestModels | None = None):
         if epochs < 1:
             raise ValueError(f"epochs ({epochs}) must be at least 1")
         if steps_per_loop < 1:
@@ -87,6 +89,7 @@ class Trainer:
         self.enable_model_summary = enable_model_summary
         self.checkpointer = checkpointer
         self.resume_from = resume_from
+        self.best_models = best_models
         self._stop_signal = None
         self._saved_step = None
         self.is_chief = distribute.is_chief(self.strategy)
@@ -127,6 +130,8 @@ class Trainer:
                 logs["elapsed_seconds"] = time.perf_counter() - start_time
                 self.history.append(logs)
                 self._print(self._epoch_line(epoch, logs))
+                if self.best_models:
+                    self.best_models.update(self.module, epoch, self._step(), logs)
                 self._save_checkpoint()
 
         self._average_replica_copies()
