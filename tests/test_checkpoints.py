@@ -20,8 +20,10 @@ from trainer import checkpointing
 from trainer import export
 
 NUM_EXAMPLES = 640  # 20 steps of 32 per epoch.
+# Dropout and augmentation make every step draw random numbers: resume must redraw the same ones.
 FLAGS = ["--model=sequential", "--epochs=3", "--batch_size=32", "--deterministic",
-         "--checkpoint_every_steps=3", "--steps_per_loop=1", "--test_split="]
+         "--checkpoint_every_steps=3", "--steps_per_loop=1", "--test_split=", "--dropout=0.3",
+         "--augment"]
 
 
 def _command(model_dir, extra=()):
@@ -207,3 +209,22 @@ def test_a_finished_run_ranked_its_epochs_and_exported_the_best(finished_run):
     assert best["monitor"] == "val_accuracy" and len(best["ranking"]) == 1
     assert best["ranking"][0]["score"] == results["val_accuracy"]
     assert os.path.exists(os.path.join(finished_run, "export", "saved_model.pb"))
+
+
+def test_dropout_seed_state_is_in_the_checkpoint(tmp_path):
+    network = layers.build_cnn("sequential", input_shape=(32, 32, 3), num_classes=3, dropout=0.5)
+    network(tf.zeros([1, 32, 32, 3]))
+    untracked = checkpointing.untracked_variables(network)
+    assert untracked and all("seed_generator" in v.path for v in untracked)
+    checkpointer = checkpointing.Checkpointer(str(tmp_path))
+    checkpointer.track(network=network, untracked=untracked)
+    saved = [name for name, _ in tf.train.list_variables(checkpointer.save(1))]
+    assert sum("untracked" in name for name in saved) == len(untracked)
+
+
+def test_an_unusable_model_dir_is_an_error_naming_it(tmp_path):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    result = run_main_mocked([*FLAGS, f"--model_dir={not_a_directory}"], num_examples=64)
+    assert result.returncode != 0
+    assert f"error: " in result.stderr and str(not_a_directory) in result.stderr

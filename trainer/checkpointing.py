@@ -1,7 +1,7 @@
 """Full-state checkpoints, so that a killed run continues exactly where it stopped.
 
 What a checkpoint holds: every module variable (BatchNorm statistics and Dropout's seed state
-included), the optimizer (its slots and `iterations`, the run's one step counter) and the running
+included, see `untracked_variables`), the optimizer (its slots and `iterations`, the run's one step counter) and the running
 means of the epoch's training metrics. What it does not need: the data position. Epoch e's order
 and augmentation are pure functions of (seed, e), so the step count alone says where to resume:
 epoch = step // steps_per_epoch, and that epoch's first step % steps_per_epoch batches are skipped.
@@ -81,6 +81,17 @@ class Checkpointer:
         if not self.is_chief:
             shutil.rmtree(self._manager.directory, ignore_errors=True)
         return path
+
+
+def untracked_variables(module) -> list:
+    """The module's variables that `tf.train.Checkpoint(module=module)` would not save.
+
+    Keras 3 keeps the state of its random seed generators (e.g. Dropout's) outside TensorFlow's
+    object graph; without it a resumed run would redraw the dropout masks of the first steps.
+    """
+    reachable = {id(trackable) for trackable in tf.train.TrackableView(module).descendants()}
+    return [v for v in module.variables
+            if id(v) not in reachable and id(v.value) not in reachable]
 
 
 def check_run_config(model_dir: str, config: dict) -> None:

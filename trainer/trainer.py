@@ -361,7 +361,8 @@ class Trainer:
     def _restore_checkpoint(self):
         """Tracks the run's state and restores the given or latest checkpoint, inside the scope."""
         self.checkpointer.track(module=self.module, optimizer=self.optimizer,
-                                train_metrics=list(self.module.logbook.metrics["train"].values()))
+                                train_metrics=list(self.module.logbook.metrics["train"].values()),
+                                untracked=checkpointing.untracked_variables(self.module))
         with self.strategy.scope():
             restored = self.checkpointer.restore(self.resume_from)
         if restored:
