@@ -228,3 +228,14 @@ def test_an_unusable_model_dir_is_an_error_naming_it(tmp_path):
     result = run_main_mocked([*FLAGS, f"--model_dir={not_a_directory}"], num_examples=64)
     assert result.returncode != 0
     assert f"error: " in result.stderr and str(not_a_directory) in result.stderr
+
+
+def test_ckpt_path_resumes_from_the_named_checkpoint(finished_run, tmp_path):
+    model_dir = str(tmp_path / "copy")
+    shutil.copytree(finished_run, model_dir)
+    older = os.path.join(model_dir, "checkpoints", "ckpt-15")
+    assert os.path.exists(older + ".index")  # --keep_checkpoints=3 kept steps 15, 18 and 20.
+    result = run_main_mocked([*FLAGS, "--epochs=1", f"--ckpt_path={older}",
+                              f"--model_dir={model_dir}"], num_examples=NUM_EXAMPLES)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resumed from {older}: step 15, epoch 1 at batch 15" in result.stderr
