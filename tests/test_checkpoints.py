@@ -227,7 +227,7 @@ def test_an_unusable_model_dir_is_an_error_naming_it(tmp_path):
     not_a_directory.write_text("")
     result = run_main_mocked([*FLAGS, f"--model_dir={not_a_directory}"], num_examples=64)
     assert result.returncode != 0
-    assert f"error: " in result.stderr and str(not_a_directory) in result.stderr
+    assert "error: " in result.stderr and str(not_a_directory) in result.stderr
 
 
 def test_ckpt_path_resumes_from_the_named_checkpoint(finished_run, tmp_path):

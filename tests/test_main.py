@@ -4,8 +4,6 @@ import concurrent.futures
 import json
 import os
 
-import pytest
-
 from conftest import run_main_mocked, run_python
 
 

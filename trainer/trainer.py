@@ -36,15 +36,17 @@ class Trainer:
 
         with strategy.scope():
             build the module's variables, its optimizer and its logged metrics
+            restore the latest checkpoint, if any
+        start_epoch, steps_done = divmod(optimizer.iterations, steps_per_epoch)
         train_iterator = iter(distributed training dataset)   # endless: epoch after epoch
-        for epoch in range(start_epoch, epochs):   # start_epoch > 0 if the module trained before
-            reset the training metrics
+        for epoch in range(start_epoch, epochs):
+            reset the training metrics (unless resuming mid-epoch)
             while optimizer.iterations < (epoch + 1) * steps_per_epoch:
                 train_loop(train_iterator, n)    [traced] n times strategy.run(train_step)
-                log progress                     # the only host sync: once per n steps
+                log progress; checkpoint when due  # the only host sync: once per n steps
             average the replicas' BatchNorm statistics         [traced]
             eval_loop(iter(validation dataset))  [traced] strategy.run(validation_step) per batch
-            log the epoch line: train and validation metrics, seconds, images/s
+            log the epoch line; rank the epoch; save a checkpoint
 
     Traced (with `tf.function`, unless `run_eagerly`): `_train_loop` (with `_train_step`),
     `_eval_loop`, `_predict_step`, `_average_replica_copies`. Everything else is eager Python.
@@ -121,6 +123,8 @@ class Trainer:
             lambda ctx: datamodule.train_dataset(ctx, start_epoch=start_epoch,
                                                  skip_steps=steps_done))
         train_iterator = iter(train_data)  # long-lived: tf.data keeps its buffers warm across epochs
+        if start_epoch >= self.epochs:
+            self._print(f"nothing to train: the module has already done {start_epoch} epochs")
 
         with self._graceful_stop():
             for epoch in range(start_epoch, self.epochs):
