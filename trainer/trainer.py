@@ -245,19 +245,13 @@ class Trainer:
         train_loop = self._compiled("train", self._train_loop)
         end_step = (epoch + 1) * steps_per_epoch
         step = first_step = self._step()
-        if step == epoch * steps_per_epoch:  # Mid-epoch after a restore: keep the restored means.
+        if step == epoch * steps_per_epoch:  # (A run resumed mid-epoch keeps its restored means.)
             self.module.logbook.reset("train")
         start_time = last_print = time.perf_counter()
         while step < end_step:
             train_loop(iterator, tf.constant(self._steps_in_next_loop(step, end_step)))
             step = self._step()  # Once per loop, never per step.
-            if self._stop_signal or (self.checkpointer and self.checkpointer.due(step)):
-                self._save_checkpoint()
-            if self._stop_signal:
-                saved = self.checkpointer.latest if self.checkpointer else "no checkpoint"
-                raise TrainingInterrupted(f"interrupted by {signal.Signals(self._stop_signal).name}"
-                                          f" at step {step}; state saved in {saved}",
-                                          self._stop_signal)
+            self._checkpoint_if_due_or_stopping(step)
             if time.perf_counter() - last_print > self.progress_every_s:
                 last_print = time.perf_counter()
                 self._print(f"epoch {epoch + 1}/{self.epochs} | step {step}/{end_step} | "
@@ -374,6 +368,15 @@ class Trainer:
             steps_per_epoch = self.datamodule.steps_per_epoch()
             self._print(f"resumed from {restored}: step {step}, epoch {step // steps_per_epoch + 1}"
                         f" at batch {step % steps_per_epoch}")
+
+    def _checkpoint_if_due_or_stopping(self, step):
+        """Saves when the cadence says so; after a SIGTERM/SIGINT, saves and stops the run."""
+        if self._stop_signal or (self.checkpointer and self.checkpointer.due(step)):
+            self._save_checkpoint()
+        if self._stop_signal:
+            saved = self.checkpointer.latest if self.checkpointer else "no checkpoint"
+            raise TrainingInterrupted(f"interrupted by {signal.Signals(self._stop_signal).name} "
+                                      f"at step {step}; state saved in {saved}", self._stop_signal)
 
     def _save_checkpoint(self):
         """Saves the run's state (every replica holds the same model first); once per step."""
