@@ -102,7 +102,7 @@ CONTENDERS = {
     "default": run_trainer,
     "best": lambda model_name, steps: run_trainer(model_name, steps, precision_name="bf16-mixed"),
     "xla": lambda model_name, steps: run_trainer(model_name, steps, jit_compile=True),
-    # Checkpoints every 100 steps: 5-10x more often than the default cadence (1000 steps and
+    # Checkpoints every 100 steps: about 4x more often than the default cadence (1000 steps and
     # every epoch end, 781 steps on CIFAR-10), so its cost bounds the default's from above.
     "ckpt100": lambda model_name, steps: run_trainer(model_name, steps, checkpoint_every=100),
 }
