@@ -56,17 +56,8 @@ def _run() -> dict:
     model_dir = run_flags.training.MODEL_DIR.value or os.path.join(
         "runs", f"{dataset_name}-{model_name}")
     is_chief = distribute.is_chief(strategy)
-    if run_flags.training.FRESH_START.value and is_chief:
-        old_run = checkpointing.set_aside(model_dir)
-        if old_run:
-            logging.info("--fresh_start: the previous run in %s is now %s", model_dir, old_run)
-    if is_chief:  # Flags that change what is trained must match the run being resumed.
-        checkpointing.check_run_config(model_dir, {
-            "model": model_name, "dataset": dataset_name,
-            "batch_size": run_flags.dataset.BATCH_SIZE.value,
-            "train_split": run_flags.dataset.TRAIN_SPLIT.value,
-            "width_multiplier": run_flags.model.WIDTH_MULTIPLIER.value,
-            "seed": run_flags.training.SEED.value})
+    if is_chief:
+        _prepare_model_dir(model_dir, model_name, dataset_name)
 
     datamodule = data.TFDSImageData(
         name=dataset_name,
@@ -118,19 +109,39 @@ def _run() -> dict:
             best = fit.best_models.restore_best(module)
         logging.info("the best epoch by %s: %s", fit.best_models.monitor, best)
     if fit.is_chief:
-        export_dir = export.export_for_serving(module, datamodule.input_shape,
-                                               os.path.join(model_dir, "export"))
-        logging.info("exported the %s model for serving to %s",
-                     "best" if fit.best_models else "last", export_dir)
-        with open(os.path.join(model_dir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        with open(os.path.join(model_dir, "history.json"), "w") as f:
-            json.dump(fit.history, f, indent=2)  # One entry of logs per epoch.
-        logging.info("wrote %s", os.path.join(model_dir, "results.json"))
-        for path in plots.save_run_plots(model_dir, fit.history, labels, predictions,
-                                         datamodule.class_names):
-            logging.info("wrote %s", path)
+        _write_outputs(model_dir, results, fit, module, datamodule, labels, predictions)
     return results
+
+
+def _prepare_model_dir(model_dir, model_name, dataset_name):
+    """Sets an old run aside (--fresh_start), then checks the settings against the run there."""
+    if run_flags.training.FRESH_START.value:
+        old_run = checkpointing.set_aside(model_dir)
+        if old_run:
+            logging.info("--fresh_start: the previous run in %s is now %s", model_dir, old_run)
+    # Flags that change what is trained must match the run being resumed.
+    checkpointing.check_run_config(model_dir, {
+        "model": model_name, "dataset": dataset_name,
+        "batch_size": run_flags.dataset.BATCH_SIZE.value,
+        "train_split": run_flags.dataset.TRAIN_SPLIT.value,
+        "width_multiplier": run_flags.model.WIDTH_MULTIPLIER.value,
+        "seed": run_flags.training.SEED.value})
+
+
+def _write_outputs(model_dir, results, fit, module, datamodule, labels, predictions):
+    """Writes the export, results.json, history.json and the plots (the chief only)."""
+    export_dir = export.export_for_serving(module, datamodule.input_shape,
+                                           os.path.join(model_dir, "export"))
+    logging.info("exported the %s model for serving to %s",
+                 "best" if fit.best_models else "last", export_dir)
+    with open(os.path.join(model_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(model_dir, "history.json"), "w") as f:
+        json.dump(fit.history, f, indent=2)  # One entry of logs per epoch.
+    logging.info("wrote %s", os.path.join(model_dir, "results.json"))
+    for path in plots.save_run_plots(model_dir, fit.history, labels, predictions,
+                                     datamodule.class_names):
+        logging.info("wrote %s", path)
 
 
 def _test_predictions(fit, module, datamodule):

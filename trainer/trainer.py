@@ -152,7 +152,7 @@ class Trainer:
         """Runs `test_step` over the whole test set; returns `test_*` means."""
         self._setup(module, datamodule)
         logs = self._evaluate_or_raise("test")
-        self._print("test | " + _format({k: v for k, v in logs.items() if not k.endswith(_TIMINGS)}))
+        self._print("test | " + _format(_metrics_only(logs)))
         return logs
 
     def predict(self, module, datamodule) -> np.ndarray:
@@ -330,7 +330,7 @@ class Trainer:
 
     def _predict_step(self, batch):
         """Runs `predict_step` on every replica and gathers the outputs in dataset order."""
-        outputs = self.strategy.run(_pad_if_empty(self.module.predict_step), args=(batch,))
+        outputs = self.strategy.run(_pad_by_one(self.module.predict_step), args=(batch,))
         return self.strategy.gather(outputs, axis=0)
 
     def _average_replica_copies(self):
@@ -429,9 +429,8 @@ class Trainer:
                         "reshuffled)")
 
     def _epoch_line(self, epoch, logs):
-        metrics = {k: v for k, v in logs.items() if not k.endswith(_TIMINGS)}
         return (f"epoch {epoch + 1}/{self.epochs} | step {self._step()} | "
-                f"{_format(metrics)} | {logs['train_seconds']:.1f} s | "
+                f"{_format(_metrics_only(logs))} | {logs['train_seconds']:.1f} s | "
                 f"{logs['train_images_per_s']:.0f} img/s")
 
 
@@ -451,7 +450,7 @@ def _skip_if_empty(hook):
     return run_unless_empty
 
 
-def _pad_if_empty(hook):
+def _pad_by_one(hook):
     """Wraps a prediction hook: runs it on the batch plus one zero example, then drops that one.
 
     The extra example keeps every replica's batch non-empty without a branch, so the outputs of
@@ -464,6 +463,11 @@ def _pad_if_empty(hook):
             batch)
         return tf.nest.map_structure(lambda output: output[:size], hook(padded))
     return run_padded
+
+
+def _metrics_only(logs: dict[str, float]) -> dict[str, float]:
+    """The logs without their timing entries."""
+    return {name: value for name, value in logs.items() if not name.endswith(_TIMINGS)}
 
 
 def _format(logs: dict[str, float]) -> str:
