@@ -33,12 +33,19 @@ class DataModule:
         raise NotImplementedError
 
     def train_dataset(self, ctx: tf.distribute.InputContext, *, start_epoch: int = 0,
-                      skip_steps: int = 0) -> tf.data.Dataset:
+                      skip_batches: int = 0,
+                      batches_per_epoch: int | None = None) -> tf.data.Dataset:
         """Returns an endless dataset of training batches, epoch after epoch from `start_epoch`,
-        without the first `skip_steps` steps' batches of that epoch. Each epoch's batches must
+        without the first `skip_batches` global batches of that epoch; each epoch holds its first
+        `batches_per_epoch` global batches (None: `steps_per_epoch()`). Each epoch's batches must
         depend only on the epoch number, so that a resumed run sees what an uninterrupted one
         would have."""
         raise NotImplementedError
+
+    def overfit(self, num_batches: int) -> None:
+        """Makes training and validation use the same first `num_batches` training batches, in a
+        fixed order (Trainer's `overfit_batches`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support overfit_batches")
 
     def val_dataset(self, ctx: tf.distribute.InputContext) -> tf.data.Dataset | None:
         """Returns the validation batches (each example exactly once), or None for no validation."""

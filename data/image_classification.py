@@ -58,6 +58,7 @@ class ImageClassificationData(datamodule.DataModule):
         self.seed = seed
         self.shuffle_buffer_size = shuffle_buffer_size
         self.augment = augment
+        self.overfit_batches = 0
         self.num_classes: int | None = None
         self.class_names: list[str] = []
         self._input_shape: tuple[int, ...] | None = None
@@ -76,7 +77,17 @@ class ImageClassificationData(datamodule.DataModule):
         """Returns the number of examples of `stage` over all input pipelines (0 if no such split)."""
         raise NotImplementedError
 
+    def overfit(self, num_batches: int) -> None:
+        """Trains and validates on the same first `num_batches` training batches, unshuffled and
+        unaugmented: a model that cannot drive their loss down has a bug."""
+        if num_batches * self.batch_size > self._num_examples("train"):
+            raise ValueError(f"overfit_batches ({num_batches}) x batch_size ({self.batch_size}) is "
+                             f"more than the {self._num_examples('train')} training examples")
+        self.overfit_batches = num_batches
+
     def steps_per_epoch(self) -> int:
+        if self.overfit_batches:
+            return self.overfit_batches
         num_examples = self._num_examples("train")
         if num_examples < self.batch_size:
             raise ValueError(f"batch_size ({self.batch_size}) is larger than the training split "
@@ -87,14 +98,17 @@ class ImageClassificationData(datamodule.DataModule):
         """Training examples left out of each epoch by drop_remainder (a different few each epoch)."""
         return self._num_examples("train") - self.steps_per_epoch() * self.batch_size
 
-    def train_dataset(self, ctx, *, start_epoch=0, skip_steps=0):
+    def train_dataset(self, ctx, *, start_epoch=0, skip_batches=0, batches_per_epoch=None):
         batch_size = ctx.get_per_replica_batch_size(self.batch_size)
-        # One global step takes one batch from each of this pipeline's replicas.
-        batches_per_epoch = (self.steps_per_epoch() * ctx.num_replicas_in_sync
-                             // ctx.num_input_pipelines)
+        # One global batch takes one batch from each of this pipeline's replicas.
+        replicas_per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        batches_per_epoch = (batches_per_epoch or self.steps_per_epoch()) * replicas_per_pipeline
         examples = self._read("train", ctx).cache()  # decoded once, in memory from epoch 2 on
 
         def one_epoch(epoch):
+            if self.overfit_batches:  # The same batches, in the same order, every epoch.
+                return examples.take(batches_per_epoch * batch_size).batch(batch_size,
+                                                                         drop_remainder=True)
             blocks = examples.batch(self.shuffle_buffer_size).enumerate()
             shuffled = blocks.map(lambda block, pair: self._shuffle_block(pair, epoch, block))
             # Full batches only: every step has the same static shapes, so the step is traced once.
@@ -107,7 +121,7 @@ class ImageClassificationData(datamodule.DataModule):
 
         batches = tf.data.Dataset.counter(start_epoch).flat_map(one_epoch)
         # A run resumed mid-epoch skips the batches its first epoch had already trained on.
-        batches = batches.skip(skip_steps * ctx.num_replicas_in_sync // ctx.num_input_pipelines)
+        batches = batches.skip(skip_batches * replicas_per_pipeline)
         return _without_autotune(batches.map(_to_float, num_parallel_calls=2).prefetch(2))
 
     def _shuffle_block(self, pair, epoch, block):
@@ -146,7 +160,16 @@ class ImageClassificationData(datamodule.DataModule):
         return cropped, labels
 
     def val_dataset(self, ctx):
+        if self.overfit_batches:  # Validate on exactly the batches being overfit.
+            return self._overfit_validation_dataset(ctx)
         return self._evaluation_dataset("val", ctx)
+
+    def _overfit_validation_dataset(self, ctx):
+        batch_size = ctx.get_per_replica_batch_size(self.batch_size)
+        replicas_per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        examples = self._read("train", ctx).take(
+            self.overfit_batches * replicas_per_pipeline * batch_size)
+        return _without_autotune(examples.cache().batch(batch_size).map(_to_float).prefetch(2))
 
     def test_dataset(self, ctx):
         return self._evaluation_dataset("test", ctx)

@@ -4,10 +4,16 @@
                          --width_multiplier, --weight_decay, --label_smoothing
     flags.dataset        --dataset, --data_dir, --download, --batch_size, splits, --augment
     flags.training       --epochs, --seed, --model_dir, --steps_per_loop, --precision,
-                         --jit_compile, --run_eagerly
+                         --jit_compile, --run_eagerly, --detect_anomaly, --profile_steps,
+                         checkpoints
     flags.distribution   --strategy, --cpu_devices, --gpus, --gpu_memory_growth
+    flags.run_control    --max_steps, --max_time, --limit_*_batches, --val_check_interval,
+                         --fast_dev_run, --overfit_batches, early stopping
+    flags.optimization   --gradient_clip_val, --accumulate_grad_batches, --lr_schedule
+    flags.output         --progress_bar, --log_every_n_steps, --tensorboard, --csv_log
 """
 
-from flags import dataset, distribution, model, training
+from flags import dataset, distribution, model, optimization, output, run_control, training
 
-__all__ = ["dataset", "distribution", "model", "training"]
+__all__ = ["dataset", "distribution", "model", "optimization", "output", "run_control",
+           "training"]

@@ -19,8 +19,10 @@ STEPS_PER_LOOP = flags.DEFINE_integer(
     "ends: a call never crosses an epoch boundary.", lower_bound=1)
 PRECISION = flags.DEFINE_enum(
     "precision", "32", list(precision.POLICIES),
-    "Numeric precision: '32' (float32, the tutorial's) or 'bf16-mixed' (bfloat16 compute with "
-    "float32 variables, logits and loss; faster on CPUs and GPUs with bfloat16 support).")
+    "Numeric precision: '32' (float32, the tutorial's), 'bf16-mixed' (bfloat16 compute with "
+    "float32 variables, logits and loss; faster on CPUs and GPUs with bfloat16 support) or "
+    "'16-mixed' (float16 compute with dynamic loss scaling; for GPUs without bfloat16, slow on "
+    "CPU).")
 JIT_COMPILE = flags.DEFINE_boolean(
     "jit_compile", False,
     "Compile the per-replica training step with XLA. Off by default: on a 2-core CPU it made both "
@@ -29,6 +31,14 @@ RUN_EAGERLY = flags.DEFINE_boolean(
     "run_eagerly", False,
     "Run the steps as plain Python without tf.function, so pdb can stop inside training_step. "
     "Much slower; for debugging only.")
+DETECT_ANOMALY = flags.DEFINE_boolean(
+    "detect_anomaly", False,
+    "Check every step's loss and gradients for NaN/Inf; on the first bad step, stop with a message "
+    "naming it, without applying it or writing a checkpoint. Costs an all-reduce per step.")
+PROFILE_STEPS = flags.DEFINE_list(
+    "profile_steps", None,
+    "Two optimizer steps A,B (0 <= A < B): record a TensorFlow profiler trace of steps A+1 to B "
+    "into <model_dir>/tensorboard (TensorBoard's Profile tab). Default: no profiling.")
 CHECKPOINT_EVERY_STEPS = flags.DEFINE_integer(
     "checkpoint_every_steps", 1000,
     "Save the full training state every this many optimizer steps (>= 0), besides every epoch "

@@ -4,6 +4,8 @@ import tensorflow as tf
 
 from trainer import module
 
+LR_SCHEDULES = ("constant", "cosine")
+
 
 class ImageClassifier(module.Module):
     """Classifies images: sparse categorical cross-entropy on logits, accuracy, Adam.
@@ -15,10 +17,13 @@ class ImageClassifier(module.Module):
             variable by learning_rate * weight_decay * variable, apart from the gradient.
         label_smoothing: if > 0, the training target puts 1 - label_smoothing + ls/classes on
             the true class and ls/classes on each other class. Evaluation uses hard labels.
+        lr_schedule: "constant", or "cosine" (decay to 0 over the Trainer's `total_steps`).
+        warmup_steps: optimizer steps of linear warmup from 0 to `learning_rate` first.
     """
 
     def __init__(self, network: tf.keras.Model, *, learning_rate: float = 3e-4,
-                 weight_decay: float = 0.0, label_smoothing: float = 0.0, **kwargs):
+                 weight_decay: float = 0.0, label_smoothing: float = 0.0,
+                 lr_schedule: str = "constant", warmup_steps: int = 0, **kwargs):
         super().__init__(**kwargs)
         if learning_rate <= 0:
             raise ValueError(f"learning_rate ({learning_rate}) must be positive")
@@ -26,7 +31,13 @@ class ImageClassifier(module.Module):
             raise ValueError(f"weight_decay ({weight_decay}) must be >= 0")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing ({label_smoothing}) must be in [0, 1)")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule ({lr_schedule!r}) must be one of {list(LR_SCHEDULES)}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps ({warmup_steps}) must be >= 0")
         self.network = network
+        self.lr_schedule = lr_schedule
+        self.warmup_steps = warmup_steps
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
@@ -53,10 +64,27 @@ class ImageClassifier(module.Module):
         return tf.nn.softmax(self(images, training=False))
 
     def configure_optimizers(self):
+        learning_rate = self._learning_rate()
         if self.weight_decay:
-            return tf.keras.optimizers.AdamW(learning_rate=self.learning_rate,
+            return tf.keras.optimizers.AdamW(learning_rate=learning_rate,
                                              weight_decay=self.weight_decay)
-        return tf.keras.optimizers.Adam(learning_rate=self.learning_rate)
+        return tf.keras.optimizers.Adam(learning_rate=learning_rate)
+
+    def _learning_rate(self):
+        """The learning rate, or a schedule of it over optimizer steps (`self.total_steps`)."""
+        if self.lr_schedule == "constant" and not self.warmup_steps:
+            return self.learning_rate
+        if self.warmup_steps >= self.total_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be fewer than the run's "
+                             f"{self.total_steps} optimizer steps")
+        # Keras' CosineDecay warms up linearly from initial_learning_rate to warmup_target, then
+        # decays to alpha x warmup_target; alpha = 1 keeps it constant after the warmup.
+        return tf.keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if self.warmup_steps else self.learning_rate,
+            decay_steps=self.total_steps - self.warmup_steps,
+            alpha=1.0 if self.lr_schedule == "constant" else 0.0,
+            warmup_target=self.learning_rate if self.warmup_steps else None,
+            warmup_steps=self.warmup_steps)
 
     def _evaluate(self, batch):
         """Logs loss and accuracy per example, so the means stay exact for a partial last batch."""

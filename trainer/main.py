@@ -17,11 +17,13 @@ import flags as run_flags
 import data
 import layers
 import trainer
+from trainer import callbacks
 from trainer import checkpointing
 from trainer import distribute
 from trainer import export
 from trainer import plots
 from trainer import precision
+from trainer import progress
 
 
 def main(argv):
@@ -56,7 +58,8 @@ def _run() -> dict:
     model_dir = run_flags.training.MODEL_DIR.value or os.path.join(
         "runs", f"{dataset_name}-{model_name}")
     is_chief = distribute.is_chief(strategy)
-    if is_chief:
+    writes_files = not run_flags.run_control.FAST_DEV_RUN.value
+    if is_chief and writes_files:
         _prepare_model_dir(model_dir, model_name, dataset_name)
 
     datamodule = data.TFDSImageData(
@@ -72,18 +75,7 @@ def _run() -> dict:
     datamodule.prepare_data()
     datamodule.setup()  # Reads the image shape and class count the network is built for.
 
-    fit = trainer.Trainer(
-        strategy=strategy,
-        epochs=run_flags.training.EPOCHS.value,
-        steps_per_loop=run_flags.training.STEPS_PER_LOOP.value,
-        run_eagerly=run_flags.training.RUN_EAGERLY.value,
-        jit_compile=run_flags.training.JIT_COMPILE.value,
-        checkpointer=checkpointing.Checkpointer(
-            os.path.join(model_dir, "checkpoints"),
-            every_n_steps=run_flags.training.CHECKPOINT_EVERY_STEPS.value,
-            max_to_keep=run_flags.training.KEEP_CHECKPOINTS.value, is_chief=is_chief),
-        resume_from=run_flags.training.CKPT_PATH.value,
-        best_models=_best_models(model_dir, is_chief))
+    fit = _make_trainer(strategy, model_dir, is_chief)
     with strategy.scope():
         network = layers.build_cnn(model_name, input_shape=datamodule.input_shape,
                                    num_classes=datamodule.num_classes,
@@ -93,7 +85,9 @@ def _run() -> dict:
         module = trainer.ImageClassifier(network,
                                          learning_rate=run_flags.model.LEARNING_RATE.value,
                                          weight_decay=run_flags.model.WEIGHT_DECAY.value,
-                                         label_smoothing=run_flags.model.LABEL_SMOOTHING.value)
+                                         label_smoothing=run_flags.model.LABEL_SMOOTHING.value,
+                                         lr_schedule=run_flags.optimization.LR_SCHEDULE.value,
+                                         warmup_steps=run_flags.optimization.WARMUP_STEPS.value)
 
     results = {"model": model_name, "dataset": dataset_name,
                "replicas": strategy.num_replicas_in_sync,
@@ -101,16 +95,83 @@ def _run() -> dict:
                "global_batch_size": datamodule.batch_size}
     results.update(fit.fit(module, datamodule))
     labels = predictions = None
-    if run_flags.dataset.TEST_SPLIT.value:
+    if run_flags.dataset.TEST_SPLIT.value and run_flags.run_control.LIMIT_TEST_BATCHES.value != 0:
         results.update(fit.test(module, datamodule))
         labels, predictions = _test_predictions(fit, module, datamodule)
     if fit.best_models:
         with strategy.scope():
             best = fit.best_models.restore_best(module)
         logging.info("the best epoch by %s: %s", fit.best_models.monitor, best)
-    if fit.is_chief:
+    if fit.is_chief and writes_files:
         _write_outputs(model_dir, results, fit, module, datamodule, labels, predictions)
     return results
+
+
+def _make_trainer(strategy, model_dir, is_chief):
+    """The Trainer with its callbacks, checkpoints and run control, from the flags."""
+    training, run_control = run_flags.training, run_flags.run_control
+    optimization, output = run_flags.optimization, run_flags.output
+    return trainer.Trainer(
+        strategy=strategy,
+        epochs=training.EPOCHS.value,
+        max_steps=run_control.MAX_STEPS.value,
+        callbacks=_callbacks(model_dir),
+        enable_progress_bar=output.PROGRESS_BAR.value,
+        enable_model_summary=output.MODEL_SUMMARY.value,
+        log_every_n_steps=output.LOG_EVERY_N_STEPS.value,
+        steps_per_loop=training.STEPS_PER_LOOP.value,
+        limit_train_batches=run_control.LIMIT_TRAIN_BATCHES.value,
+        limit_val_batches=run_control.LIMIT_VAL_BATCHES.value,
+        limit_test_batches=run_control.LIMIT_TEST_BATCHES.value,
+        val_check_interval=run_control.VAL_CHECK_INTERVAL.value,
+        check_val_every_n_epoch=run_control.CHECK_VAL_EVERY_N_EPOCH.value,
+        num_sanity_val_steps=run_control.NUM_SANITY_VAL_STEPS.value,
+        fast_dev_run=run_control.FAST_DEV_RUN.value,
+        overfit_batches=run_control.OVERFIT_BATCHES.value,
+        gradient_clip_val=optimization.GRADIENT_CLIP_VAL.value,
+        gradient_clip_algorithm=optimization.GRADIENT_CLIP_ALGORITHM.value,
+        accumulate_grad_batches=optimization.ACCUMULATE_GRAD_BATCHES.value,
+        precision=training.PRECISION.value,
+        detect_anomaly=training.DETECT_ANOMALY.value,
+        profile_steps=_profile_steps(training.PROFILE_STEPS.value),
+        profile_dir=os.path.join(model_dir, "tensorboard"),
+        run_eagerly=training.RUN_EAGERLY.value,
+        jit_compile=training.JIT_COMPILE.value,
+        checkpointer=checkpointing.Checkpointer(
+            os.path.join(model_dir, "checkpoints"),
+            every_n_steps=training.CHECKPOINT_EVERY_STEPS.value,
+            max_to_keep=training.KEEP_CHECKPOINTS.value, is_chief=is_chief),
+        resume_from=training.CKPT_PATH.value,
+        best_models=_best_models(model_dir, is_chief))
+
+
+def _callbacks(model_dir):
+    """The callbacks the flags ask for; the learning-rate monitor first, so loggers see its value."""
+    run_control, output = run_flags.run_control, run_flags.output
+    chosen = [callbacks.LearningRateMonitor()]
+    if run_control.EARLY_STOPPING_PATIENCE.value:
+        chosen.append(callbacks.EarlyStopping(
+            monitor=run_control.EARLY_STOPPING_MONITOR.value,
+            min_delta=run_control.EARLY_STOPPING_MIN_DELTA.value,
+            patience=run_control.EARLY_STOPPING_PATIENCE.value,
+            mode=run_control.EARLY_STOPPING_MODE.value,
+            restore_best_weights=run_control.RESTORE_BEST_WEIGHTS.value))
+    if run_control.MAX_TIME.value:
+        chosen.append(callbacks.Timer(callbacks.parse_duration(run_control.MAX_TIME.value)))
+    if output.PROGRESS_BAR.value:
+        chosen.append(progress.ProgressBar(every_s=output.PROGRESS_EVERY_S.value))
+    del model_dir  # Loggers: see trainer/loggers.py.
+    return chosen
+
+
+def _profile_steps(values: list[str] | None) -> tuple[int, int] | None:
+    if not values:
+        return None
+    try:
+        return tuple(int(value) for value in values)
+    except ValueError:
+        raise ValueError(f"profile_steps ({','.join(values)}) must be two optimizer steps A,B, "
+                         "e.g. 10,20") from None
 
 
 def _prepare_model_dir(model_dir, model_name, dataset_name):
@@ -125,7 +186,10 @@ def _prepare_model_dir(model_dir, model_name, dataset_name):
         "batch_size": run_flags.dataset.BATCH_SIZE.value,
         "train_split": run_flags.dataset.TRAIN_SPLIT.value,
         "width_multiplier": run_flags.model.WIDTH_MULTIPLIER.value,
-        "seed": run_flags.training.SEED.value})
+        "seed": run_flags.training.SEED.value,
+        "accumulate_grad_batches": run_flags.optimization.ACCUMULATE_GRAD_BATCHES.value,
+        "limit_train_batches": run_flags.run_control.LIMIT_TRAIN_BATCHES.value,
+        "overfit_batches": run_flags.run_control.OVERFIT_BATCHES.value})
 
 
 def _write_outputs(model_dir, results, fit, module, datamodule, labels, predictions):
@@ -154,7 +218,7 @@ def _test_predictions(fit, module, datamodule):
 
 def _best_models(model_dir: str, is_chief: bool):
     monitor = run_flags.training.MONITOR.value
-    if not run_flags.training.SAVE_TOP_K.value:
+    if not run_flags.training.SAVE_TOP_K.value or run_flags.run_control.FAST_DEV_RUN.value:
         return None
     if monitor.startswith("val_") and not run_flags.dataset.VAL_SPLIT.value:
         logging.info("no validation split: epochs are not ranked by %s; the last model is exported",

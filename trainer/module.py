@@ -77,13 +77,19 @@ class Module(tf.keras.Model):
     same names).
 
     Attributes:
-        global_batch_size: examples per optimizer step summed over all replicas; set by the Trainer
-            and used by `average_over_global_batch`.
+        global_batch_size: examples per optimizer step summed over all replicas and micro-batches;
+            set by the Trainer and used by `average_over_global_batch`.
+        micro_batches_per_step: batches whose gradients add up to one optimizer step (set by
+            the Trainer from `accumulate_grad_batches`).
+        total_steps: optimizer steps the Trainer plans to take, e.g. for a learning-rate schedule
+            built in `configure_optimizers`; set before `configure_optimizers` runs.
     """
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.global_batch_size: int | None = None
+        self.micro_batches_per_step = 1
+        self.total_steps: int | None = None
         self.logbook = LogBook()
 
     def training_step(self, batch):
@@ -122,8 +128,11 @@ class Module(tf.keras.Model):
         Each replica computes gradients on its slice and `apply_gradients` SUMS them across replicas.
         Dividing by the global batch (not the replica's slice) makes that sum the gradient of the
         mean loss over the global batch, exactly as on one device (../shared/PITFALLS.md item 1).
+        With gradient accumulation the global batch counts every micro-batch of the step, and
+        each micro-batch adds its share of the regularization loss.
         """
         loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=self.global_batch_size)
         if self.losses:
-            loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+            regularization = tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+            loss += regularization / self.micro_batches_per_step
         return loss

@@ -5,28 +5,24 @@ optimizer step (traced), and the `_..._loop` methods are the glue that runs many
 call. ../shared/PITFALLS.md explains each rule the comments cite.
 """
 
-import contextlib
-import signal
-import threading
 import time
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from trainer import callbacks as callbacks_lib
 from trainer import checkpointing
 from trainer import distribute
+from trainer import optimization
+from trainer import precision as precision_lib
+from trainer import progress
+from trainer import stopping
 
+TrainingInterrupted = stopping.TrainingInterrupted
+AnomalyDetected = stopping.AnomalyDetected
 _UNLIMITED = 2**31 - 1  # "until the data ends", as a step bound for tf.range
 _TIMINGS = ("_seconds", "_per_s")  # Suffixes of the logs' timing entries.
-
-
-class TrainingInterrupted(Exception):
-    """Raised by `fit` after a SIGTERM or SIGINT, once the state is saved in a checkpoint."""
-
-    def __init__(self, message: str, signal_number: int):
-        super().__init__(message)
-        self.signal_number = signal_number
 
 
 class Trainer:
@@ -37,122 +33,215 @@ class Trainer:
         with strategy.scope():
             build the module's variables, its optimizer and its logged metrics
             restore the latest checkpoint, if any
+        run num_sanity_val_steps validation batches         [traced]
         start_epoch, steps_done = divmod(optimizer.iterations, steps_per_epoch)
         train_iterator = iter(distributed training dataset)   # endless: epoch after epoch
         for epoch in range(start_epoch, epochs):
             reset the training metrics (unless resuming mid-epoch)
-            while optimizer.iterations < (epoch + 1) * steps_per_epoch:
+            while the epoch has steps left and nothing asked to stop:
                 train_loop(train_iterator, n)    [traced] n times strategy.run(train_step)
-                log progress; checkpoint when due  # the only host sync: once per n steps
-            average the replicas' BatchNorm statistics         [traced]
+                callbacks; validate, checkpoint when due  # the only host sync: once per n steps
             eval_loop(iter(validation dataset))  [traced] strategy.run(validation_step) per batch
-            log the epoch line; rank the epoch; save a checkpoint
+            callbacks get the epoch's logs; rank the epoch; save a checkpoint
 
-    Traced (with `tf.function`, unless `run_eagerly`): `_train_loop` (with `_train_step`),
+    Traced (with `tf.function`, unless `run_eagerly`): `_train_loop` (with `_train_step`, or with
+    `_accumulate_step` and `_reduce_gradients` when the step needs all-reduced gradients),
     `_eval_loop`, `_predict_step`, `_average_replica_copies`. Everything else is eager Python.
-    The only step counter is `optimizer.iterations`.
+    The only step counter is `optimizer.iterations`: optimizer steps, not micro-batches.
 
     Args:
         strategy: the `tf.distribute.Strategy` to run under; default: TensorFlow's default
             strategy (one device). Create the module inside `strategy.scope()`.
         epochs: passes over the training data.
-        steps_per_loop: training steps per `tf.function` call; more steps per call means fewer
-            Python->graph dispatches and host syncs, but coarser progress lines.
+        max_steps: stop after this many optimizer steps, even mid-epoch (None: no limit).
+        callbacks: `Callback`s, called in order at the points listed in `trainer/callbacks.py`.
+        enable_progress_bar: add a `ProgressBar` (drawn by the chief only).
+        enable_model_summary: add a `ModelSummary`, printed when training begins.
+        log_every_n_steps: traced loop calls end at multiples of this many steps, so that
+            `on_train_batch_end` (and the loggers) see those steps.
+        steps_per_loop: at most this many training steps per `tf.function` call; more steps per
+            call means fewer Python->graph dispatches and host syncs.
+        limit_train_batches / limit_val_batches / limit_test_batches: use at most this many
+            global batches per epoch / validation / test (None: all; 0 turns validation off).
+        val_check_interval: validate every this many optimizer steps, across epoch ends,
+            instead of at epoch ends (None: at epoch ends).
+        check_val_every_n_epoch: validate at the end of every n-th epoch.
+        num_sanity_val_steps: validation batches run before training, to catch errors in
+            `validation_step` before a long training run instead of after its first epoch.
+        fast_dev_run: one training step, one validation and one test batch; no checkpoints,
+            no callbacks that write files.
+        overfit_batches: train and validate on the same first n training batches, unshuffled.
+        gradient_clip_val: clip the gradients summed over replicas to this global norm or value.
+        gradient_clip_algorithm: "norm" or "value".
+        accumulate_grad_batches: micro-batches per optimizer step; each contributes its
+            gradients, so one step sees `accumulate_grad_batches` x the global batch.
+        precision: "32", "bf16-mixed" or "16-mixed"; must match the policy the module was built
+            under (`precision.set_precision` before building it). "16-mixed" adds dynamic loss
+            scaling that skips a step on every replica when the summed gradients overflow.
+        detect_anomaly: stop with `AnomalyDetected`, naming the step, when the loss or the
+            gradients hold NaN or Inf; that step is not applied and no checkpoint is written.
+        profile_steps: (first, last) optimizer steps to trace with the TensorFlow profiler.
+        profile_dir: where the profiler writes (e.g. the TensorBoard directory).
         run_eagerly: run the step functions as plain Python (no `tf.function`), so that a
             debugger can stop inside `training_step`. Much slower.
-        jit_compile: compile the per-replica training step with XLA. Off by default: XLA made
-            both CNNs 20-50% slower on a 2-core CPU, and Keras' `fit` turns it off under a
-            strategy because of known crashes (../shared/PITFALLS.md items 16, 21). Measure first.
-        progress_every_s: seconds between progress lines inside an epoch.
-        enable_model_summary: print the module's layer summary when it is built.
+        jit_compile: compile the per-replica step with XLA. Off by default: XLA made both CNNs
+            20-50% slower on a 2-core CPU, and Keras' `fit` turns it off under a strategy
+            because of known crashes (../shared/PITFALLS.md items 16, 21). Measure first.
         checkpointer: saves the run's full state at its cadence, at every epoch end and when
-            the run is stopped by SIGTERM/SIGINT; the latest checkpoint (or `resume_from`) is
-            restored when the module is built. None: no checkpoints.
+            the run is stopped (SIGTERM/SIGINT, callbacks); the latest checkpoint (or
+            `resume_from`) is restored when the module is built. None: no checkpoints.
         resume_from: a checkpoint path to restore instead of the checkpointer's latest.
-        best_models: ranks every epoch by a monitored metric and keeps the best weights.
+        best_models: ranks every validated epoch by a monitored metric and keeps the best weights.
     """
 
     def __init__(self, *, strategy: tf.distribute.Strategy | None = None, epochs: int = 10,
-                 steps_per_loop: int = 100, run_eagerly: bool = False, jit_compile: bool = False,
-                 progress_every_s: float = 20.0, enable_model_summary: bool = True,
+                 max_steps: int | None = None, callbacks: list | tuple = (),
+                 enable_progress_bar: bool = True, enable_model_summary: bool = True,
+                 log_every_n_steps: int = 50, steps_per_loop: int = 100,
+                 limit_train_batches: int | None = None, limit_val_batches: int | None = None,
+                 limit_test_batches: int | None = None, val_check_interval: int | None = None,
+                 check_val_every_n_epoch: int = 1, num_sanity_val_steps: int = 2,
+                 fast_dev_run: bool = False, overfit_batches: int = 0,
+                 gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm",
+                 accumulate_grad_batches: int = 1, precision: str = "32",
+                 detect_anomaly: bool = False, profile_steps: tuple[int, int] | None = None,
+                 profile_dir: str | None = None, run_eagerly: bool = False,
+                 jit_compile: bool = False,
                  checkpointer: checkpointing.Checkpointer | None = None,
                  resume_from: str | None = None,
                  best_models: checkpointing.BestModels | None = None):
-        if epochs < 1:
-            raise ValueError(f"epochs ({epochs}) must be at least 1")
-        if steps_per_loop < 1:
-            raise ValueError(f"steps_per_loop ({steps_per_loop}) must be at least 1")
+        _check_positive(epochs=epochs, steps_per_loop=steps_per_loop,
+                        log_every_n_steps=log_every_n_steps,
+                        check_val_every_n_epoch=check_val_every_n_epoch,
+                        accumulate_grad_batches=accumulate_grad_batches,
+                        max_steps=max_steps, limit_train_batches=limit_train_batches,
+                        val_check_interval=val_check_interval)
+        _check_non_negative(limit_val_batches=limit_val_batches,
+                            limit_test_batches=limit_test_batches,
+                            num_sanity_val_steps=num_sanity_val_steps,
+                            overfit_batches=overfit_batches)
+        if precision not in precision_lib.POLICIES:
+            raise ValueError(f"precision ({precision!r}) must be one of "
+                             f"{list(precision_lib.POLICIES)}")
+        self.profile_steps = stopping.check_profile_steps(profile_steps, profile_dir)
         self.strategy = strategy or tf.distribute.get_strategy()
+        self.is_chief = distribute.is_chief(self.strategy)
+        if fast_dev_run:  # One batch of everything; nothing written.
+            epochs, max_steps, limit_val_batches, limit_test_batches = 1, 1, 1, 1
+            num_sanity_val_steps, checkpointer, best_models = 0, None, None
+            callbacks = [c for c in callbacks if not getattr(c, "writes_files", False)]
         self.epochs = epochs
+        self.max_steps = max_steps
+        self.log_every_n_steps = log_every_n_steps
         self.steps_per_loop = steps_per_loop
+        self.limits = {"train": limit_train_batches, "val": limit_val_batches,
+                       "test": limit_test_batches}
+        self.val_check_interval = val_check_interval
+        self.check_val_every_n_epoch = check_val_every_n_epoch
+        self.num_sanity_val_steps = num_sanity_val_steps
+        self.fast_dev_run = fast_dev_run
+        self.overfit_batches = overfit_batches
+        self.gradient_clipping = (optimization.GradientClipping(gradient_clip_val,
+                                                                gradient_clip_algorithm)
+                                  if gradient_clip_val is not None else None)
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.precision = precision
+        self.detect_anomaly = detect_anomaly
+        self.profile_dir = profile_dir
         self.run_eagerly = run_eagerly
         self.jit_compile = jit_compile
-        self.progress_every_s = progress_every_s
-        self.enable_model_summary = enable_model_summary
         self.checkpointer = checkpointer
         self.resume_from = resume_from
         self.best_models = best_models
-        self._stop_signal = None
-        self._saved_step = None
-        self.is_chief = distribute.is_chief(self.strategy)
+        # A ProgressBar or ModelSummary among `callbacks` replaces the default one.
+        given = {type(callback) for callback in callbacks}
+        defaults = [default() for default, enabled in [(progress.ProgressBar, enable_progress_bar),
+                                                       (callbacks_lib.ModelSummary,
+                                                        enable_model_summary)]
+                    if enabled and default not in given]
+        if self.profile_steps and not fast_dev_run:
+            defaults.append(callbacks_lib.Profiler(*self.profile_steps, profile_dir))
+        self.callbacks = defaults + list(callbacks)
+        for callback in self.callbacks:
+            callback.set_trainer(self)
+        self.should_stop = False  # Set by callbacks (and signals) to end `fit` after this call.
+        self.stop_reason: str | None = None
+        self.steps_per_epoch: int | None = None
         self.module = None
         self.optimizer = None
         self.datamodule = None
         self.history: list[dict[str, float]] = []
+        self._stop_signal = None
+        self._saved_step = None
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps taken so far, read from the device: a host sync."""
+        return int(self.optimizer.iterations.numpy())
 
     # ---- Public entry points (eager) ---------------------------------------------------------
 
     def fit(self, module, datamodule) -> dict[str, float]:
-        """Trains `module` on `datamodule` until `epochs` epochs are done, validating after each.
+        """Trains `module` on `datamodule` for `epochs` epochs (or `max_steps`), validating as set.
 
         A module that was already trained (its optimizer has taken steps) continues from the epoch
         its step count is in, rather than starting over.
 
         Returns:
-            The last epoch's logs (`train_loss`, `val_accuracy`, ...) plus `steps`, `epochs` and
-            `wall_time_s`.
+            The last epoch's logs (`train_loss`, `val_accuracy`, ...) plus `steps`, `epochs`,
+            `stop_reason` and `wall_time_s`.
         """
         start_time = time.perf_counter()
         self._setup(module, datamodule)
-        steps_per_epoch = datamodule.steps_per_epoch()
-        self._log_plan(steps_per_epoch)
+        self._log_plan()
+        self.should_stop, self.stop_reason = False, None
+        self._call("on_train_begin", {})
+        if self.num_sanity_val_steps and self._has_data("val"):
+            self._sanity_check()
         # Where to start follows from the step count alone (> 0 after a restore or an earlier
         # fit): the data of any epoch can be rebuilt from its number.
-        start_epoch, steps_done = divmod(self._step(), steps_per_epoch)
-        train_data = self.strategy.distribute_datasets_from_function(
-            lambda ctx: datamodule.train_dataset(ctx, start_epoch=start_epoch,
-                                                 skip_steps=steps_done))
-        train_iterator = iter(train_data)  # long-lived: tf.data keeps its buffers warm across epochs
-        if start_epoch >= self.epochs:
-            self._print(f"nothing to train: the module has already done {start_epoch} epochs")
+        start_epoch, steps_done = divmod(self.global_step, self.steps_per_epoch)
+        train_iterator = iter(self._training_data(start_epoch, steps_done))
+        if self._finished(start_epoch):
+            self._print(f"nothing to train: the module has already done {self.global_step} steps")
 
-        with self._graceful_stop():
+        with stopping.on_signals(self):
             for epoch in range(start_epoch, self.epochs):
-                logs = self._train_epoch(train_iterator, epoch, steps_per_epoch)
-                if self._distributed_dataset("val") is not None:
-                    logs.update(self._evaluate("val"))
+                if self._finished(epoch):
+                    break
+                self._call("on_epoch_begin", epoch, {})
+                logs = self._train_epoch(train_iterator, epoch)
+                if self._validation_due_at_epoch_end(epoch):
+                    logs.update(self._validate())
                 logs["elapsed_seconds"] = time.perf_counter() - start_time
                 self.history.append(logs)
                 self._print(self._epoch_line(epoch, logs))
-                if self.best_models:
-                    self.best_models.update(self.module, epoch, self._step(), logs)
+                if self.best_models and self.best_models.monitor in logs:
+                    self.best_models.update(self.module, epoch, self.global_step, logs)
+                self._call("on_epoch_end", epoch, logs)
                 self._save_checkpoint()
 
         self._average_replica_copies()
         last_epoch_logs = self.history[-1] if self.history else {}
-        return {**last_epoch_logs, "steps": self._step(),
-                "epochs": self.epochs, "wall_time_s": time.perf_counter() - start_time}
+        self.stop_reason = self.stop_reason or ("max_steps" if self._reached_max_steps()
+                                                else "epochs")
+        self._call("on_train_end", dict(last_epoch_logs))
+        return {**last_epoch_logs, "steps": self.global_step, "epochs": self.epochs,
+                "stop_reason": self.stop_reason, "wall_time_s": time.perf_counter() - start_time}
 
     def validate(self, module, datamodule) -> dict[str, float]:
-        """Runs `validation_step` over the whole validation set; returns `val_*` means."""
+        """Runs `validation_step` over the validation set; returns `val_*` means."""
         self._setup(module, datamodule)
-        return self._evaluate_or_raise("val")
+        self._require_data("val")
+        return self._validate()
 
     def test(self, module, datamodule) -> dict[str, float]:
-        """Runs `test_step` over the whole test set; returns `test_*` means."""
+        """Runs `test_step` over the test set; returns `test_*` means."""
         self._setup(module, datamodule)
-        logs = self._evaluate_or_raise("test")
+        self._require_data("test")
+        logs = self._evaluate("test", limit=self.limits["test"])
         self._print("test | " + _format(_metrics_only(logs)))
+        self._call("on_test_end", logs)
         return logs
 
     def predict(self, module, datamodule) -> np.ndarray:
@@ -172,11 +261,18 @@ class Trainer:
             return
         datamodule.prepare_data()
         datamodule.setup()
+        if self.overfit_batches:
+            datamodule.overfit(self.overfit_batches)
         replicas = self.strategy.num_replicas_in_sync
         if datamodule.batch_size % replicas:
             raise ValueError(f"batch_size ({datamodule.batch_size}) must be divisible by the "
                              f"number of replicas ({replicas})")
-        module.global_batch_size = datamodule.batch_size
+        precision_lib.check_module(module, self.precision)
+        self.steps_per_epoch = self._optimizer_steps_per_epoch(datamodule)
+        # The loss of each micro-batch is divided by everything one optimizer step sees.
+        module.global_batch_size = datamodule.batch_size * self.accumulate_grad_batches
+        module.micro_batches_per_step = self.accumulate_grad_batches
+        module.total_steps = self._total_steps()  # For learning-rate schedules.
         with self.strategy.scope():
             if not module.built:  # The first call creates the variables, mirrored on every replica.
                 module(tf.zeros([1, *datamodule.input_shape]), training=False)
@@ -189,13 +285,39 @@ class Trainer:
             # crash on Keras 3.15 (PITFALLS item 3).
             optimizer.build(module.trainable_variables)
         self.module, self.optimizer, self.datamodule = module, optimizer, datamodule
+        self.reduced_step = self._reduced_gradient_step()
         self._functions: dict[str, object] = {}
-        self._datasets: dict[str, object] = {}
+        self._datasets: dict[tuple, object] = {}
         self._create_logged_metrics("train", module.training_step, datamodule.train_dataset)
         if self.checkpointer:
             self._restore_checkpoint()
-        if self.is_chief and self.enable_model_summary:
-            module.summary(expand_nested=True)
+
+    def _reduced_gradient_step(self):
+        """The step for clipping, accumulation, fp16 or anomaly checks; None: the plain step."""
+        if not (self.gradient_clipping or self.accumulate_grad_batches > 1
+                or self.precision == "16-mixed" or self.detect_anomaly):
+            return None
+        with self.strategy.scope():
+            return optimization.ReducedGradientStep(
+                strategy=self.strategy, module=self.module, optimizer=self.optimizer,
+                micro_batches=self.accumulate_grad_batches, clipping=self.gradient_clipping,
+                loss_scale=(optimization.DynamicLossScale() if self.precision == "16-mixed"
+                            else None),
+                replica=self._replica)
+
+    def _optimizer_steps_per_epoch(self, datamodule) -> int:
+        batches = datamodule.steps_per_epoch()
+        if self.limits["train"]:
+            batches = min(batches, self.limits["train"])
+        steps = batches // self.accumulate_grad_batches
+        if steps < 1:
+            raise ValueError(f"accumulate_grad_batches ({self.accumulate_grad_batches}) is more "
+                             f"than the {batches} training batches of an epoch")
+        return steps
+
+    def _total_steps(self) -> int:
+        steps = self.epochs * self.steps_per_epoch
+        return min(steps, self.max_steps) if self.max_steps else steps
 
     def _check_variables_in_scope(self, module):
         for variable in module.variables:
@@ -224,65 +346,123 @@ class Trainer:
             self._functions[name] = function if self.run_eagerly else tf.function(function)
         return self._functions[name]
 
-    def _distributed_dataset(self, stage):
-        """The datamodule's dataset for `stage`, distributed across replicas (None if it has none)."""
-        if stage not in self._datasets:
+    def _training_data(self, start_epoch, steps_done):
+        """The endless distributed training data from `start_epoch`, minus its first steps."""
+        batches = self.steps_per_epoch * self.accumulate_grad_batches
+        return self.strategy.distribute_datasets_from_function(
+            lambda ctx: self.datamodule.train_dataset(
+                ctx, start_epoch=start_epoch, skip_batches=steps_done * self.accumulate_grad_batches,
+                batches_per_epoch=batches))
+
+    def _distributed_dataset(self, stage, limit=None):
+        """`stage`'s dataset, at most `limit` global batches, distributed (None: no such data)."""
+        if (stage, limit) not in self._datasets:
             make = {"val": self.datamodule.val_dataset, "test": self.datamodule.test_dataset,
                     "predict": self.datamodule.predict_dataset}[stage]
-            has_data = make(tf.distribute.InputContext()) is not None
-            self._datasets[stage] = (self.strategy.distribute_datasets_from_function(make)
-                                     if has_data else None)
-        return self._datasets[stage]
 
-    # ---- Training ----------------------------------------------------------------------------
+            def make_limited(ctx):
+                # An input pipeline feeds num_replicas / num_pipelines replicas per global batch.
+                per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+                dataset = make(ctx)
+                return dataset if limit is None else dataset.take(limit * per_pipeline)
 
-    def _step(self) -> int:
-        """The optimizer step count, read from the device: a host sync."""
-        return int(self.optimizer.iterations.numpy())
+            has_data = make(tf.distribute.InputContext()) is not None and limit != 0
+            self._datasets[stage, limit] = (
+                self.strategy.distribute_datasets_from_function(make_limited) if has_data else None)
+        return self._datasets[stage, limit]
 
-    def _train_epoch(self, iterator, epoch, steps_per_epoch):
+    def _has_data(self, stage) -> bool:
+        return self._distributed_dataset(stage, self.limits.get(stage)) is not None
+
+    def _require_data(self, stage):
+        if not self._has_data(stage):
+            raise ValueError(f"the datamodule has no {stage} dataset (its {stage}_split is empty, "
+                             f"or limit_{stage}_batches is 0)")
+
+    # ---- Training: the host loop ---------------------------------------------------------------
+
+    def _train_epoch(self, iterator, epoch):
         """Runs one epoch of training steps, `steps_per_loop` per call; returns the epoch's logs."""
         train_loop = self._compiled("train", self._train_loop)
-        end_step = (epoch + 1) * steps_per_epoch
-        step = first_step = self._step()
-        if step == epoch * steps_per_epoch:  # (A run resumed mid-epoch keeps its restored means.)
+        end_step = (epoch + 1) * self.steps_per_epoch
+        if self.max_steps:
+            end_step = min(end_step, self.max_steps)
+        step = first_step = self.global_step
+        if step == epoch * self.steps_per_epoch:  # (A run resumed mid-epoch keeps its means.)
             self.module.logbook.reset("train")
-        start_time = last_print = time.perf_counter()
-        while step < end_step:
-            train_loop(iterator, tf.constant(self._steps_in_next_loop(step, end_step)))
-            step = self._step()  # Once per loop, never per step.
+        validation_logs = {}
+        start_time = last_time = time.perf_counter()
+        while step < end_step and not self.should_stop:
+            num_steps = self._steps_in_next_loop(step, end_step)
+            loss, finite = train_loop(iterator, tf.constant(num_steps))
+            previous_step, step = step, self.global_step  # Once per loop, never per step.
+            if self.detect_anomaly and not finite:
+                raise AnomalyDetected.at(step, float(loss), self.checkpointer)
+            now = time.perf_counter()
+            images = ((step - previous_step) * self.datamodule.batch_size
+                      * self.accumulate_grad_batches)
+            self._call("on_train_batch_end", step, {
+                **self.module.logbook.results("train"), "loss": float(loss),
+                "images_per_s": images / (now - last_time)})
+            last_time = now
+            if self.val_check_interval and step % self.val_check_interval == 0:
+                validation_logs = self._validate()
             self._checkpoint_if_due_or_stopping(step)
-            if time.perf_counter() - last_print > self.progress_every_s:
-                last_print = time.perf_counter()
-                self._print(f"epoch {epoch + 1}/{self.epochs} | step {step}/{end_step} | "
-                            + _format(self.module.logbook.results("train")))
         seconds = time.perf_counter() - start_time
-        images = (step - first_step) * self.datamodule.batch_size
-        return {**self.module.logbook.results("train"), "train_seconds": seconds,
+        images = (step - first_step) * self.datamodule.batch_size * self.accumulate_grad_batches
+        return {**self.module.logbook.results("train"), **validation_logs,
+                **self._skipped_steps_log(), "train_seconds": seconds,
                 "train_images_per_s": images / seconds}
 
     def _steps_in_next_loop(self, step, end_step):
-        """Steps for the next call: `steps_per_loop`, cut so that a call ends exactly at the epoch
-        end and at the next checkpoint step (cadences stay exact in optimizer steps)."""
+        """Steps for the next call: `steps_per_loop`, cut so that calls end exactly at the epoch
+        end and at every step something is due (logging, validation, a checkpoint, profiling)."""
         steps = min(self.steps_per_loop, end_step - step)
-        if self.checkpointer and self.checkpointer.every_n_steps:
-            every = self.checkpointer.every_n_steps
-            steps = min(steps, every - step % every)
+        every = [self.log_every_n_steps, self.val_check_interval,
+                 self.checkpointer.every_n_steps if self.checkpointer else None]
+        for interval in filter(None, every):
+            steps = min(steps, interval - step % interval)
+        for boundary in self.profile_steps or ():
+            if boundary > step:
+                steps = min(steps, boundary - step)
         return steps
 
+    def _finished(self, epoch) -> bool:
+        return self.should_stop or epoch >= self.epochs or self._reached_max_steps()
+
+    def _reached_max_steps(self) -> bool:
+        return bool(self.max_steps) and self.global_step >= self.max_steps
+
+    def _validation_due_at_epoch_end(self, epoch) -> bool:
+        epoch_completed = self.global_step == (epoch + 1) * self.steps_per_epoch
+        return (epoch_completed and not self.val_check_interval and self._has_data("val")
+                and (epoch + 1) % self.check_val_every_n_epoch == 0)
+
+    def _skipped_steps_log(self) -> dict[str, int]:
+        """`skipped_steps` (fp16 overflows, non-finite gradients) when the step can skip."""
+        if not self.reduced_step:
+            return {}
+        return {"skipped_steps": int(self.reduced_step.skipped_steps.numpy())}
+
+    # ---- Training: the traced steps ------------------------------------------------------------
+
     def _train_loop(self, iterator, num_steps):
-        """Runs `num_steps` training steps in one call: one dispatch and host sync per call."""
+        """Runs `num_steps` optimizer steps in one call: one dispatch and host sync per call.
+
+        Returns the last step's loss (mean over its global batch) and whether its gradients were
+        finite; with `detect_anomaly` a non-finite step ends the call early.
+        """
+        loss, finite = tf.constant(0.0), tf.constant(True)
         with self.module.logbook.recording("train"):
             for _ in tf.range(num_steps):  # A tensor bound: a graph loop, traced once for any n.
-                self.strategy.run(self._replica_train_step(), args=(next(iterator),))
-
-    def _replica_train_step(self):
-        """`_train_step`, or its XLA-compiled version: XLA compiles the per-replica step only,
-        because the loop around it reads the input iterator, which XLA cannot compile."""
-        if not self.jit_compile or self.run_eagerly:
-            return self._train_step
-        return self._compiled("xla_train_step",
-                              tf.function(self._train_step, jit_compile=True))
+                if self.reduced_step:  # Clipping, accumulation, fp16 or anomaly checks.
+                    loss, finite = self.reduced_step(iterator)
+                else:
+                    loss = self._sum(self.strategy.run(self._replica(self._train_step),
+                                                       args=(next(iterator),)))
+                if self.detect_anomaly and not finite:
+                    break
+        return loss, finite
 
     def _train_step(self, batch):
         """One optimizer step on this replica's slice of the global batch; runs on every replica."""
@@ -293,18 +473,39 @@ class Trainer:
         # In replica context, apply_gradients first all-reduces: it SUMS every replica's grads,
         # then each replica applies the same update to its own copy of the variables.
         self.optimizer.apply_gradients(zip(grads, variables))
+        return loss
+
+    def _replica(self, step_function):
+        """`step_function`, or its XLA-compiled version: XLA compiles the per-replica step only,
+        because the loop around it reads the input iterator, which XLA cannot compile."""
+        if not self.jit_compile or self.run_eagerly:
+            return step_function
+        return self._compiled(f"xla_{step_function.__name__}",
+                              tf.function(step_function, jit_compile=True))
+
+    def _sum(self, per_replica):
+        """Sums a per-replica value over replicas, e.g. each replica's share of the loss."""
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     # ---- Evaluation and prediction -------------------------------------------------------------
 
-    def _evaluate_or_raise(self, stage):
-        if self._distributed_dataset(stage) is None:
-            raise ValueError(f"the datamodule has no {stage} dataset (its {stage}_split is empty)")
-        return self._evaluate(stage)
+    def _validate(self):
+        logs = self._evaluate("val", limit=self.limits["val"])
+        self._call("on_validation_end", logs)
+        return logs
 
-    def _evaluate(self, stage):
-        """Runs the stage's step hook over its whole dataset; returns the `<stage>_*` means."""
+    def _sanity_check(self):
+        """Runs a few validation batches before training, so a broken `validation_step` fails now."""
+        logs = self._evaluate("val", limit=self.num_sanity_val_steps)
+        self.module.logbook.reset("val")
+        self._print(f"sanity check: {self.num_sanity_val_steps} validation batch(es) ran | "
+                    + _format(_metrics_only(logs)))
+
+    def _evaluate(self, stage, limit=None):
+        """Runs the stage's step hook over its dataset (at most `limit` batches); returns the
+        `<stage>_*` means."""
         hook = {"val": self.module.validation_step, "test": self.module.test_step}[stage]
-        dataset = self._distributed_dataset(stage)
+        dataset = self._distributed_dataset(stage, limit)
         if not self.module.logbook.metrics[stage]:
             make_dataset = {"val": self.datamodule.val_dataset,
                             "test": self.datamodule.test_dataset}[stage]
@@ -316,7 +517,6 @@ class Trainer:
         eval_loop(iter(dataset))  # A fresh iterator: every example exactly once.
         return {**self.module.logbook.results(stage),
                 f"{stage}_seconds": time.perf_counter() - start_time}
-
     def _eval_loop(self, stage, hook, iterator):
         """Runs `hook` on every remaining batch of `iterator`, all in one call."""
         with self.module.logbook.recording(stage):
@@ -354,33 +554,38 @@ class Trainer:
 
         self._compiled("average_replica_copies", average)()
 
+
     # ---- Checkpoints and stopping ----------------------------------------------------------------
 
     def _restore_checkpoint(self):
         """Tracks the run's state and restores the given or latest checkpoint, inside the scope."""
-        self.checkpointer.track(module=self.module, optimizer=self.optimizer,
-                                train_metrics=list(self.module.logbook.metrics["train"].values()),
-                                untracked=checkpointing.untracked_variables(self.module))
+        state = {"module": self.module, "optimizer": self.optimizer,
+                 "train_metrics": list(self.module.logbook.metrics["train"].values()),
+                 "untracked": checkpointing.untracked_variables(self.module),
+                 "callbacks": callbacks_lib.CallbackState(self.callbacks)}
+        if self.reduced_step:
+            state["skipped_steps"] = self.reduced_step.skipped_steps
+        if self.reduced_step and self.reduced_step.loss_scale:
+            scale = self.reduced_step.loss_scale
+            state["loss_scale"] = [scale.scale, scale.finite_steps]
+        self.checkpointer.track(**state)
         with self.strategy.scope():
             restored = self.checkpointer.restore(self.resume_from)
         if restored:
-            step = self._step()
-            steps_per_epoch = self.datamodule.steps_per_epoch()
-            self._print(f"resumed from {restored}: step {step}, epoch {step // steps_per_epoch + 1}"
-                        f" at batch {step % steps_per_epoch}")
+            step = self.global_step
+            self._print(f"resumed from {restored}: step {step}, epoch "
+                        f"{step // self.steps_per_epoch + 1} at batch {step % self.steps_per_epoch}")
 
     def _checkpoint_if_due_or_stopping(self, step):
         """Saves when the cadence says so; after a SIGTERM/SIGINT, saves and stops the run."""
         if self._stop_signal or (self.checkpointer and self.checkpointer.due(step)):
             self._save_checkpoint()
         if self._stop_signal:
-            saved = self.checkpointer.latest if self.checkpointer else "no checkpoint"
-            raise TrainingInterrupted(f"interrupted by {signal.Signals(self._stop_signal).name} "
-                                      f"at step {step}; state saved in {saved}", self._stop_signal)
+            raise TrainingInterrupted.after(self._stop_signal, step, self.checkpointer)
 
     def _save_checkpoint(self):
         """Saves the run's state (every replica holds the same model first); once per step."""
-        step = self._step()
+        step = self.global_step
         if not self.checkpointer or self._saved_step == step:
             return
         self._average_replica_copies()
@@ -388,50 +593,48 @@ class Trainer:
         self._saved_step = step
         logging.debug("saved %s", path)
 
-    @contextlib.contextmanager
-    def _graceful_stop(self):
-        """SIGTERM or a first SIGINT ask the host loop to save and stop after the current call;
-        a second SIGINT interrupts at once. Only the main thread can install signal handlers."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
+    # ---- Callbacks and output (output: chief only) --------------------------------------------------
 
-        def request_stop(signal_number, frame):
-            del frame
-            self._stop_signal = signal_number
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            logging.warning("%s received: saving a checkpoint after the current steps "
-                            "(Ctrl-C again to stop at once)", signal.Signals(signal_number).name)
-
-        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    # ---- Output (chief only) -------------------------------------------------------------------
+    def _call(self, hook, *args):
+        for callback in self.callbacks:
+            getattr(callback, hook)(*args)
 
     def _print(self, line):
         if self.is_chief:
             logging.info("%s", line)
 
-    def _log_plan(self, steps_per_epoch):
+    def _log_plan(self):
         replicas = self.strategy.num_replicas_in_sync
         batch_size = self.datamodule.batch_size
         self._print(distribute.describe(self.strategy))
+        micro = (f" x {self.accumulate_grad_batches} micro-batches per optimizer step"
+                 if self.accumulate_grad_batches > 1 else "")
         self._print(f"global batch {batch_size} = {replicas} replica(s) x {batch_size // replicas} "
-                    f"per replica | {steps_per_epoch} steps per epoch | {self.epochs} epochs")
+                    f"per replica{micro} | {self.steps_per_epoch} steps per epoch | "
+                    f"{self.epochs} epochs" + (f" | at most {self.max_steps} steps"
+                                               if self.max_steps else ""))
         dropped = getattr(self.datamodule, "dropped_per_epoch", lambda: 0)()
-        if dropped:
+        if dropped and not self.limits["train"]:
             self._print(f"{dropped} training examples per epoch do not fill a global batch and "
                         "are left out of that epoch (a different few each epoch: the order is "
                         "reshuffled)")
 
     def _epoch_line(self, epoch, logs):
-        return (f"epoch {epoch + 1}/{self.epochs} | step {self._step()} | "
+        return (f"epoch {epoch + 1}/{self.epochs} | step {self.global_step} | "
                 f"{_format(_metrics_only(logs))} | {logs['train_seconds']:.1f} s | "
                 f"{logs['train_images_per_s']:.0f} img/s")
+
+
+def _check_positive(**arguments):
+    for name, value in arguments.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{name} ({value}) must be at least 1")
+
+
+def _check_non_negative(**arguments):
+    for name, value in arguments.items():
+        if value is not None and value < 0:
+            raise ValueError(f"{name} ({value}) must be >= 0")
 
 
 # At the end of the evaluation data some replicas receive an empty batch (fewer examples than
@@ -471,4 +674,5 @@ def _metrics_only(logs: dict[str, float]) -> dict[str, float]:
 
 
 def _format(logs: dict[str, float]) -> str:
-    return " | ".join(f"{name} {value:.4f}" for name, value in logs.items())
+    return " | ".join(f"{name} {value}" if isinstance(value, int) else f"{name} {value:.4f}"
+                      for name, value in logs.items())

@@ -1,0 +1,28 @@
+"""Flags that shape the optimizer step: clipping, accumulation and the learning-rate schedule."""
+
+from absl import flags
+
+from trainer import optimization
+
+GRADIENT_CLIP_VAL = flags.DEFINE_float(
+    "gradient_clip_val", None,
+    "Clip the gradients (summed over all replicas) to this global L2 norm, or to this absolute "
+    "value per element with --gradient_clip_algorithm=value (> 0). Default: no clipping.",
+    lower_bound=0.0)
+GRADIENT_CLIP_ALGORITHM = flags.DEFINE_enum(
+    "gradient_clip_algorithm", "norm", list(optimization.CLIP_ALGORITHMS),
+    "How --gradient_clip_val clips: 'norm' (scale all gradients so their global norm is at most "
+    "the value) or 'value' (clamp each element to [-value, value]).")
+ACCUMULATE_GRAD_BATCHES = flags.DEFINE_integer(
+    "accumulate_grad_batches", 1,
+    "Sum the gradients of this many global batches (>= 1) before each optimizer step: one step "
+    "then sees accumulate_grad_batches x batch_size examples. Steps per epoch shrink by the same "
+    "factor.", lower_bound=1)
+LR_SCHEDULE = flags.DEFINE_enum(
+    "lr_schedule", "constant", ["constant", "cosine"],
+    "Learning rate over optimizer steps: 'constant' (the tutorial's), or 'cosine' (decay from "
+    "--learning_rate to 0 over the run). Both start with --warmup_steps of linear warmup.")
+WARMUP_STEPS = flags.DEFINE_integer(
+    "warmup_steps", 0,
+    "Optimizer steps (>= 0) over which the learning rate rises linearly from 0 to "
+    "--learning_rate.", lower_bound=0)
