@@ -4,7 +4,7 @@
 
 Runs `python -m trainer.main` with the given flags, then splits the time from the end of epoch 1
 to the end of the process into time inside training epochs, validation and test passes (from
-`history.json` and `results.json`), and everything else: host syncs, logging, iterator set-up,
+`history.json` and `timings.json`), and everything else: host syncs, logging, iterator set-up,
 writing results, shutting down.
 """
 
@@ -36,7 +36,7 @@ def main():
         day, datetime.time.fromisoformat(epoch_1_clock), datetime.timezone.utc).timestamp()
     with open(os.path.join(model_dir, "history.json")) as f:
         history = json.load(f)
-    with open(os.path.join(model_dir, "results.json")) as f:
+    with open(os.path.join(model_dir, "timings.json")) as f:
         results = json.load(f)
     after_epoch_1 = end - epoch_1_end
     training = sum(epoch["train_seconds"] for epoch in history[1:])

@@ -6,6 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
+
+import data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
@@ -34,6 +37,30 @@ def random_images(num_examples, shape=(32, 32, 3), num_classes=10, seed=0):
     images = rng.integers(0, 256, size=(num_examples, *shape), dtype=np.uint8)
     labels = rng.integers(0, num_classes, size=num_examples).astype(np.int64)
     return images, labels
+
+
+def quadrant_data(num_examples, seed):
+    """8x8 images where the label is the bright quadrant: easy to learn, impossible to guess."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, num_examples)
+    images = rng.integers(0, 60, (num_examples, 8, 8, 1)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 2)
+        images[i, row * 4:row * 4 + 4, col * 4:col * 4 + 4] += 150
+    return images, labels
+
+
+def quadrant_datamodule(batch_size=16):
+    """256 training (16 steps of 16), 72 validation and 72 test quadrant examples."""
+    return data.ArrayImageData(train=quadrant_data(256, 0), val=quadrant_data(72, 1),
+                               test=quadrant_data(72, 1), num_classes=4, batch_size=batch_size,
+                               seed=0)
+
+
+def tiny_network():
+    """A 2-layer MLP for quadrant_data: trains in a second."""
+    return tf.keras.Sequential([tf.keras.layers.Flatten(), tf.keras.layers.Dense(16, activation="relu"),
+                                tf.keras.layers.Dense(4)])
 
 
 @pytest.fixture

@@ -27,6 +27,10 @@ def main():
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--sgd", action="store_true",
                         help="plain SGD instead of Adam (see tests/test_distributed.py)")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--gradient_clip_val", type=float, default=None)
+    parser.add_argument("--gradient_clip_algorithm", default="norm")
+    parser.add_argument("--accumulate_grad_batches", type=int, default=1)
     args = parser.parse_args()
 
     strategy = distribute.create_strategy(args.strategy, cpu_devices=args.cpu_devices)
@@ -40,12 +44,17 @@ def main():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(196, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, size=196)
-    # 128 training examples = 4 steps of 32 per epoch; 68 validation examples end in a partial batch.
+    # 128 training examples = 4 steps of 32 per epoch (also with --batch_size=8
+    # --accumulate_grad_batches=4); 68 validation examples end in a partial batch.
     datamodule = data.ArrayImageData(train=(images[:128], labels[:128]),
                                      val=(images[128:], labels[128:]), num_classes=10,
-                                     batch_size=32, seed=1)
+                                     batch_size=args.batch_size, seed=1)
     datamodule.setup()
-    fitter = trainer.Trainer(strategy=strategy, epochs=args.epochs, steps_per_loop=3)
+    fitter = trainer.Trainer(strategy=strategy, epochs=args.epochs, steps_per_loop=3,
+                             gradient_clip_val=args.gradient_clip_val,
+                             gradient_clip_algorithm=args.gradient_clip_algorithm,
+                             accumulate_grad_batches=args.accumulate_grad_batches,
+                             enable_progress_bar=False, enable_model_summary=False)
     with strategy.scope():
         network = layers.build_cnn(args.model, input_shape=(32, 32, 3), num_classes=10,
                                    sync_batchnorm=args.sync_batchnorm)

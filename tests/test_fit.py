@@ -4,30 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import data
 import trainer
-
-
-def _quadrant_data(num_examples, seed):
-    """8x8 images where the label is the bright quadrant: easy to learn, impossible to guess."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 4, num_examples)
-    images = rng.integers(0, 60, (num_examples, 8, 8, 1)).astype(np.uint8)
-    for i, label in enumerate(labels):
-        row, col = divmod(int(label), 2)
-        images[i, row * 4:row * 4 + 4, col * 4:col * 4 + 4] += 150
-    return images, labels
-
-
-def _datamodule(batch_size=16):
-    return data.ArrayImageData(train=_quadrant_data(256, 0), val=_quadrant_data(72, 1),
-                               test=_quadrant_data(72, 1), num_classes=4, batch_size=batch_size,
-                               seed=0)
-
-
-def _tiny_network():
-    return tf.keras.Sequential([tf.keras.layers.Flatten(), tf.keras.layers.Dense(16, activation="relu"),
-                                tf.keras.layers.Dense(4)])
+from conftest import quadrant_datamodule as _datamodule
+from conftest import tiny_network as _tiny_network
 
 
 class LoggingClassifier(trainer.ImageClassifier):
@@ -43,9 +22,11 @@ class LoggingClassifier(trainer.ImageClassifier):
         self.log("batch_count", 1.0)
 
 
-def _fit(epochs=4, steps_per_loop=100, run_eagerly=False, module_cls=trainer.ImageClassifier):
+def _fit(epochs=4, steps_per_loop=100, run_eagerly=False, module_cls=trainer.ImageClassifier,
+         **trainer_kwargs):
     tf.keras.utils.set_random_seed(0)
-    fitter = trainer.Trainer(epochs=epochs, steps_per_loop=steps_per_loop, run_eagerly=run_eagerly)
+    fitter = trainer.Trainer(epochs=epochs, steps_per_loop=steps_per_loop, run_eagerly=run_eagerly,
+                             **trainer_kwargs)
     module = module_cls(_tiny_network(), learning_rate=1e-2)
     datamodule = _datamodule()
     return fitter, module, datamodule
@@ -155,7 +136,7 @@ def test_bf16_mixed_precision_learns_with_float32_logits():
     from trainer import precision
     precision.set_precision("bf16-mixed")
     try:
-        fitter, _, datamodule = _fit(epochs=4)
+        fitter, _, datamodule = _fit(epochs=4, precision="bf16-mixed")
         module = trainer.ImageClassifier(tf.keras.Sequential([
             tf.keras.layers.Flatten(), tf.keras.layers.Dense(16, activation="relu"),
             tf.keras.layers.Dense(4, dtype="float32")]), learning_rate=1e-2)
@@ -167,6 +148,13 @@ def test_bf16_mixed_precision_learns_with_float32_logits():
         assert after["val_loss"] < before["val_loss"] / 2
     finally:
         precision.set_precision("32")
+
+
+def test_module_built_under_another_precision_is_refused():
+    fitter, module, datamodule = _fit(epochs=1, precision="bf16-mixed")  # Module built in float32.
+    with pytest.raises(ValueError, match=r"precision \('bf16-mixed'\) needs a module built under "
+                                         r"the 'mixed_bfloat16' Keras policy"):
+        fitter.fit(module, datamodule)
 
 
 def test_unknown_precision_is_named():

@@ -4,6 +4,9 @@
 - `classifier.py`: `ImageClassifier`, the tutorial's task.
 - `trainer.py`: `Trainer`, the hand-written `tf.function` loop.
 - `distribute.py`: strategy selection and replica checks.
+- `callbacks.py`, `progress.py`: the Callback hooks; EarlyStopping, Timer, ProgressBar, ...
+- `optimization.py`: clipping, accumulation and fp16 loss scaling on all-reduced gradients.
+- `stopping.py`: stopping on signals and on NaN/Inf, with clear messages.
 - `checkpointing.py`: full-state checkpoints and exact resume.
 - `precision.py`, `plots.py`: mixed-precision policies; PNG plots of a run.
 - `main.py`: the command line (`python -m trainer.main`).
@@ -11,6 +14,6 @@
 
 from trainer.classifier import ImageClassifier
 from trainer.module import Module
-from trainer.trainer import Trainer, TrainingInterrupted
+from trainer.trainer import AnomalyDetected, Trainer, TrainingInterrupted
 
-__all__ = ["ImageClassifier", "Module", "Trainer", "TrainingInterrupted"]
+__all__ = ["AnomalyDetected", "ImageClassifier", "Module", "Trainer", "TrainingInterrupted"]

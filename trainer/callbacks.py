@@ -10,8 +10,8 @@
 
 `on_train_batch_end` runs at host-loop boundaries: a traced call runs many steps, and the host
 sees the run only between calls. `step` is the optimizer step count at that point. Callbacks get
-what they need through `logs`; to stop the run they set `trainer.should_stop = True` (the Trainer
-stops after the current loop call and saves a checkpoint).
+what they need through `logs`; to stop the run they call `trainer.request_stop(reason)` (the
+Trainer stops after the current loop call, saves a checkpoint and reports the reason).
 
 State that a resumed run needs (early-stopping counters, best scores, time used) goes into the
 run's checkpoints through `state_dict`/`load_state_dict`.
@@ -119,9 +119,16 @@ class EarlyStopping(Callback):
         self.wait = 0  # Checks since the last improvement.
         self.stopped_at_step: int | None = None
         self._best_weights = None
+        self._fitting = False
+
+    def on_train_begin(self, logs):
+        self._fitting = True
+
+    def on_train_end(self, logs):
+        self._fitting = False
 
     def on_validation_end(self, logs):
-        if self.monitor.startswith("val_"):
+        if self._fitting and self.monitor.startswith("val_"):  # Not for `Trainer.validate`.
             self._check(logs)
 
     def on_epoch_end(self, epoch, logs):
@@ -141,7 +148,7 @@ class EarlyStopping(Callback):
         self.wait += 1
         if self.wait >= self.patience:
             self.stopped_at_step = self.trainer.global_step
-            self.trainer.should_stop = True
+            self.trainer.request_stop("early_stopping")
             logging.info("early stopping: %s has not improved on %.4f for %d check(s)",
                          self.monitor, self.best, self.wait)
             if self._best_weights is not None:
@@ -201,7 +208,7 @@ class Timer(Callback):
 
     def on_train_batch_end(self, step, logs):
         if self.elapsed >= self.max_seconds and not self.trainer.should_stop:
-            self.trainer.should_stop = True
+            self.trainer.request_stop("max_time")
             logging.info("max_time: stopping at step %d after %.0f s of training (limit %.0f s)",
                          step, self.elapsed, self.max_seconds)
 
@@ -223,7 +230,8 @@ class LearningRateMonitor(Callback):
         logs["learning_rate"] = self._learning_rate()
 
     def _learning_rate(self) -> float:
-        return float(self.trainer.optimizer.learning_rate)  # Schedules evaluate at `iterations`.
+        # A variable (a MirroredVariable under a strategy), or a schedule's value at `iterations`.
+        return float(tf.convert_to_tensor(self.trainer.optimizer.learning_rate))
 
 
 class ModelSummary(Callback):

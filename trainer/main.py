@@ -1,7 +1,8 @@
 """Command line entry point: `python -m trainer.main --model=functional`.
 
 The only place that reads flag values: it turns them into keyword arguments for the DataModule,
-the Module and the Trainer, runs fit then test, and writes `<model_dir>/results.json`.
+the Module and the Trainer, runs fit then test, and writes `<model_dir>/results.json` (metrics)
+and `<model_dir>/timings.json` (wall times, images/s).
 """
 
 import json
@@ -24,6 +25,9 @@ from trainer import export
 from trainer import plots
 from trainer import precision
 from trainer import progress
+
+
+_TIMINGS = ("_seconds", "_per_s", "_time_s")  # Keys of results that measure time, not the model.
 
 
 def main(argv):
@@ -198,8 +202,12 @@ def _write_outputs(model_dir, results, fit, module, datamodule, labels, predicti
                                            os.path.join(model_dir, "export"))
     logging.info("exported the %s model for serving to %s",
                  "best" if fit.best_models else "last", export_dir)
+    # Metrics and timings apart: with --deterministic, two runs write identical results.json.
+    timings = {key: value for key, value in results.items() if key.endswith(_TIMINGS)}
     with open(os.path.join(model_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump({k: v for k, v in results.items() if k not in timings}, f, indent=2)
+    with open(os.path.join(model_dir, "timings.json"), "w") as f:
+        json.dump(timings, f, indent=2)
     with open(os.path.join(model_dir, "history.json"), "w") as f:
         json.dump(fit.history, f, indent=2)  # One entry of logs per epoch.
     logging.info("wrote %s", os.path.join(model_dir, "results.json"))

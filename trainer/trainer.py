@@ -174,6 +174,10 @@ class Trainer:
         self._stop_signal = None
         self._saved_step = None
 
+    def request_stop(self, reason: str) -> None:
+        """Ends `fit` after the current loop call (with a checkpoint); `reason` reaches the logs."""
+        self.should_stop, self.stop_reason = True, reason
+
     @property
     def global_step(self) -> int:
         """Optimizer steps taken so far, read from the device: a host sync."""
@@ -480,7 +484,7 @@ class Trainer:
         because the loop around it reads the input iterator, which XLA cannot compile."""
         if not self.jit_compile or self.run_eagerly:
             return step_function
-        return self._compiled(f"xla_{step_function.__name__}",
+        return self._compiled(f"xla{step_function.__name__}",  # e.g. xla_train_step
                               tf.function(step_function, jit_compile=True))
 
     def _sum(self, per_replica):

@@ -1,0 +1,270 @@
+"""Run control and callbacks, in process on one device: when training stops, what each stage sees."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import data
+import trainer
+from conftest import quadrant_data, quadrant_datamodule, run_main_mocked, tiny_network
+from trainer import callbacks
+from trainer import checkpointing
+
+
+class Recorder(callbacks.Callback):
+    """Records every hook call as (hook, step or epoch, logs)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_train_batch_end(self, step, logs):
+        self.calls.append(("batch", step, dict(logs)))
+
+    def on_validation_end(self, logs):
+        self.calls.append(("validation", self.trainer.global_step, dict(logs)))
+
+    def on_epoch_end(self, epoch, logs):
+        self.calls.append(("epoch", epoch, dict(logs)))
+
+    def steps_of(self, hook):
+        return [step for name, step, _ in self.calls if name == hook]
+
+
+class CountingClassifier(trainer.ImageClassifier):
+    """Counts the examples each evaluation stage sees (one device: a plain variable is enough)."""
+
+    def __init__(self, network, **kwargs):
+        super().__init__(network, **kwargs)
+        self.examples_seen = tf.Variable(0, trainable=False, dtype=tf.int64)
+
+    def validation_step(self, batch):
+        super().validation_step(batch)
+        self.examples_seen.assign_add(tf.shape(batch[1], out_type=tf.int64)[0])
+
+
+def _run(datamodule=None, module=None, **trainer_kwargs):
+    tf.keras.utils.set_random_seed(0)
+    recorder = Recorder()
+    trainer_kwargs.setdefault("epochs", 2)
+    fitter = trainer.Trainer(callbacks=[*trainer_kwargs.pop("callbacks", []), recorder],
+                             enable_progress_bar=False, enable_model_summary=False,
+                             **trainer_kwargs)
+    module = module or CountingClassifier(tiny_network(), learning_rate=1e-2)
+    datamodule = datamodule or quadrant_datamodule()  # 16 steps per epoch, 72 val examples
+    logs = fitter.fit(module, datamodule)
+    return fitter, recorder, logs, module
+
+
+def test_max_steps_stops_mid_epoch_exactly():
+    fitter, _, logs, _ = _run(epochs=5, max_steps=21, steps_per_loop=8)
+    assert logs["steps"] == 21 and fitter.global_step == 21
+    assert logs["stop_reason"] == "max_steps"
+    assert len(fitter.history) == 2  # epoch 1 complete, epoch 2 cut at step 21
+
+
+def test_limit_train_and_val_batches():
+    fitter, recorder, logs, module = _run(epochs=2, limit_train_batches=5, limit_val_batches=2,
+                                          num_sanity_val_steps=0)
+    assert logs["steps"] == 10 and fitter.steps_per_epoch == 5
+    assert int(module.examples_seen.numpy()) == 2 * 2 * 16  # 2 validations x 2 batches of 16
+    assert recorder.steps_of("validation") == [5, 10]
+
+
+def test_val_check_interval_counts_steps_across_epochs():
+    _, recorder, _, _ = _run(epochs=2, val_check_interval=10, num_sanity_val_steps=0)
+    assert recorder.steps_of("validation") == [10, 20, 30]  # not at the epoch ends 16 and 32
+
+
+def test_check_val_every_n_epoch():
+    _, recorder, _, _ = _run(epochs=4, check_val_every_n_epoch=2, num_sanity_val_steps=0)
+    assert recorder.steps_of("validation") == [32, 64]
+
+
+def test_log_every_n_steps_ends_loop_calls_on_its_multiples():
+    _, recorder, _, _ = _run(epochs=1, log_every_n_steps=5, steps_per_loop=100)
+    assert recorder.steps_of("batch") == [5, 10, 15, 16]
+    _, _, logs = recorder.calls[0]
+    assert {"loss", "train_loss", "train_accuracy", "images_per_s"} <= logs.keys()
+
+
+def test_sanity_check_catches_a_broken_validation_step_before_training():
+    class BrokenValidation(trainer.ImageClassifier):
+        def validation_step(self, batch):
+            images, labels = batch
+            self.log("oops", tf.reshape(images, [-1, 7]))  # 8x8 images do not split into 7s
+
+    module = BrokenValidation(tiny_network(), learning_rate=1e-2)
+    fitter = trainer.Trainer(epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError)):
+        fitter.fit(module, quadrant_datamodule())
+    assert fitter.global_step == 0  # Failed before the first training step.
+
+
+def test_sanity_check_runs_the_given_number_of_batches_and_resets():
+    fitter, _, _, module = _run(epochs=1, num_sanity_val_steps=2, limit_train_batches=1)
+    # 2 sanity batches of 16, then one full validation of 72 examples.
+    assert int(module.examples_seen.numpy()) == 2 * 16 + 72
+    assert fitter.history[-1]["val_loss"] > 0
+
+
+def test_overfit_batches_memorizes_random_labels():
+    rng = np.random.default_rng(0)
+    images, _ = quadrant_data(256, 0)
+    random_labels = rng.integers(0, 4, 256)
+    datamodule = data.ArrayImageData(train=(images, random_labels), val=quadrant_data(72, 1),
+                                     num_classes=4, batch_size=16, seed=0)
+    network = tf.keras.Sequential([tf.keras.layers.Flatten(),
+                                   tf.keras.layers.Dense(64, activation="relu"),
+                                   tf.keras.layers.Dense(4)])
+    module = CountingClassifier(network, learning_rate=1e-2)
+    fitter, _, logs, _ = _run(datamodule, module, epochs=60, overfit_batches=2,
+                              num_sanity_val_steps=0, check_val_every_n_epoch=60)
+    assert fitter.steps_per_epoch == 2
+    assert int(module.examples_seen.numpy()) == 2 * 16  # validated on the same 32 examples
+    assert logs["val_accuracy"] == 1.0  # 32 random labels memorized
+
+
+def test_early_stopping_stops_at_the_expected_epoch():
+    scripted = iter([1.0, 0.8, 0.85, 0.81, 0.9, 0.7, 0.6])
+
+    class ScriptedValLoss(callbacks.Callback):
+        def on_validation_end(self, logs):
+            logs["val_loss"] = next(scripted)
+
+    stopper = callbacks.EarlyStopping(monitor="val_loss", patience=2)
+    fitter, _, logs, _ = _run(epochs=7, num_sanity_val_steps=0,
+                              callbacks=[ScriptedValLoss(), stopper])
+    # Best 0.8 after epoch 2; epochs 3 and 4 do not improve on it: stop after epoch 4.
+    assert len(fitter.history) == 4 and logs["steps"] == 4 * 16
+    assert logs["stop_reason"] == "early_stopping"
+    assert stopper.state_dict() == {"best": 0.8, "wait": 2, "stopped_at_step": 64}
+
+
+def test_early_stopping_restores_the_best_weights():
+    scripted = iter([1.0, 0.5, 0.9, 0.9])
+    snapshots = []
+
+    class ScriptedValLoss(callbacks.Callback):
+        def on_validation_end(self, logs):
+            logs["val_loss"] = next(scripted)
+            snapshots.append(self.trainer.module.get_weights())
+
+    stopper = callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    fitter, _, _, module = _run(epochs=4, num_sanity_val_steps=0,
+                                callbacks=[ScriptedValLoss(), stopper])
+    assert len(fitter.history) == 4
+    for restored, best in zip(module.get_weights(), snapshots[1]):
+        np.testing.assert_array_equal(restored, best)
+
+
+def test_callback_state_is_checkpointed_and_restored(tmp_path):
+    stopper = callbacks.EarlyStopping(monitor="val_loss", patience=5)
+    timer = callbacks.Timer(3600)
+    checkpointer = checkpointing.Checkpointer(str(tmp_path / "ckpt"))
+    _run(epochs=2, num_sanity_val_steps=0, callbacks=[stopper, timer], checkpointer=checkpointer)
+    saved = stopper.state_dict()
+    assert saved["best"] is not None
+
+    stopper_again = callbacks.EarlyStopping(monitor="val_loss", patience=5)
+    timer_again = callbacks.Timer(3600)
+    fitter = trainer.Trainer(epochs=2, callbacks=[stopper_again, timer_again],
+                             checkpointer=checkpointing.Checkpointer(str(tmp_path / "ckpt")),
+                             enable_progress_bar=False, enable_model_summary=False)
+    fitter.validate(CountingClassifier(tiny_network()), quadrant_datamodule())  # restores
+    assert stopper_again.state_dict() == saved
+    assert timer_again.used_before == pytest.approx(timer.elapsed, abs=1.0)
+    assert timer_again.used_before > 0
+
+
+def test_max_time_stops_after_the_current_loop_call():
+    timer = callbacks.Timer(1e-3)
+    fitter, _, logs, _ = _run(epochs=3, steps_per_loop=4, callbacks=[timer])
+    assert logs["steps"] == 4 and logs["stop_reason"] == "max_time"
+
+
+def test_parse_duration():
+    assert callbacks.parse_duration("00:01:00:05") == 3605
+    assert callbacks.parse_duration("1:30") == 90
+    with pytest.raises(ValueError, match=r"max_time \('90s'\) must be DD:HH:MM:SS"):
+        callbacks.parse_duration("90s")
+
+
+def test_cosine_schedule_with_warmup_steps_on_optimizer_steps():
+    monitor = callbacks.LearningRateMonitor()
+    module = CountingClassifier(tiny_network(), learning_rate=1e-2, lr_schedule="cosine",
+                                warmup_steps=8)
+    _, recorder, _, _ = _run(module=module, epochs=2, log_every_n_steps=4, callbacks=[monitor],
+                             accumulate_grad_batches=2)  # 8 optimizer steps per epoch
+    rates = {step: logs["learning_rate"] for hook, step, logs in recorder.calls
+             if hook == "batch"}
+    assert rates[4] == pytest.approx(0.5e-2)   # half-way through the warmup
+    assert rates[8] == pytest.approx(1e-2)     # the peak
+    assert rates[12] == pytest.approx(0.5e-2)  # half-way down the cosine (8 decay steps)
+    assert rates[16] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_detect_anomaly_names_the_step_and_keeps_the_last_good_state(tmp_path):
+    class ExplodesAtStep6(trainer.ImageClassifier):
+        def __init__(self, network, **kwargs):
+            super().__init__(network, **kwargs)
+            self.calls = tf.Variable(0, trainable=False)
+
+        def training_step(self, batch):
+            loss = super().training_step(batch)
+            self.calls.assign_add(1)
+            factor = tf.where(self.calls >= 6, np.nan, 1.0)  # Steps 1-5 are fine.
+            return loss * tf.stop_gradient(factor)  # NaN loss and gradients from step 6 on
+
+    module = ExplodesAtStep6(tiny_network(), learning_rate=1e-2)
+    checkpointer = checkpointing.Checkpointer(str(tmp_path / "ckpt"), every_n_steps=4)
+    fitter = trainer.Trainer(epochs=1, detect_anomaly=True, checkpointer=checkpointer,
+                             enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(trainer.AnomalyDetected, match=r"of step 6 are NaN or Inf.*ckpt-4"):
+        fitter.fit(module, quadrant_datamodule())
+    assert all(np.all(np.isfinite(w)) for w in module.get_weights())  # Step 6 was not applied.
+    assert tf.train.latest_checkpoint(str(tmp_path / "ckpt")).endswith("ckpt-4")
+
+
+def test_profile_steps_writes_a_trace(tmp_path):
+    _run(epochs=1, profile_steps=(2, 4), profile_dir=str(tmp_path / "tb"))
+    traces = [name for _, _, files in os.walk(tmp_path / "tb") for name in files
+              if name.endswith(".xplane.pb")]
+    assert traces
+
+
+def test_bad_run_control_arguments_are_named():
+    with pytest.raises(ValueError, match=r"max_steps \(0\) must be at least 1"):
+        trainer.Trainer(max_steps=0)
+    with pytest.raises(ValueError, match=r"limit_val_batches \(-1\) must be >= 0"):
+        trainer.Trainer(limit_val_batches=-1)
+    with pytest.raises(ValueError, match=r"gradient_clip_algorithm \('l1'\) must be one of"):
+        trainer.Trainer(gradient_clip_val=1.0, gradient_clip_algorithm="l1")
+    with pytest.raises(ValueError, match=r"profile_steps \(\(5, 2\)\) must be two optimizer steps"):
+        trainer.Trainer(profile_steps=(5, 2), profile_dir="x")
+    with pytest.raises(ValueError, match=r"accumulate_grad_batches \(40\) is more than the 16"):
+        _run(accumulate_grad_batches=40)
+
+
+def test_fast_dev_run_writes_nothing(tmp_path):
+    model_dir = tmp_path / "run"
+    result = run_main_mocked(["--model=sequential", "--fast_dev_run", "--batch_size=16",
+                              f"--model_dir={model_dir}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not model_dir.exists()
+    assert "epoch 1/1 | step 1 |" in result.stderr and "test | test_loss" in result.stderr
+
+
+def test_deterministic_runs_write_identical_results(tmp_path):
+    outputs = []
+    for name in ("a", "b"):
+        model_dir = tmp_path / name
+        result = run_main_mocked(["--model=sequential", "--epochs=1", "--batch_size=16",
+                                  "--deterministic", "--augment", "--dropout=0.2",
+                                  f"--model_dir={model_dir}"])
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs.append((model_dir / "results.json").read_text())
+    assert outputs[0] == outputs[1]
+    assert json.loads(outputs[0])["test_loss"] > 0
