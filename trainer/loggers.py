@@ -33,21 +33,25 @@ class TensorBoardLogger(callbacks.Callback):
                 epoch/<name>   the epoch's train_* metrics (prefix dropped), timings, learning rate
                 flags          the run's flags (text), when training starts
         val/    epoch/<name>   the val_* metrics of every validation pass, at its step
-                samples        the first `num_samples` validation images framed green (correct) or
-                               red (wrong), and a text list of their true and predicted classes
+                samples/images the first `num_samples` validation images, framed green where the
+                               module is right and red where it is wrong
+                samples/labels their true and predicted classes (text)
         test/   epoch/<name>   the test_* metrics
-                confusion_matrix  a heat map (rows: true class, normalized) and a table of counts
+                confusion_matrix/heat_map  rows: true class, each row as fractions of its class
+                confusion_matrix/counts    the counts, as a Markdown table
 
-    After a resume, the steps between the checkpoint and the interruption were logged twice;
-    TensorBoard draws both (the later values are the ones the run continued from).
+    An image and a text summary get different tags: TensorBoard shows a tag in one tab only.
+
+    After a resume, the steps between the last checkpoint and the interruption are logged again;
+    the event files keep both, so a chart may show those steps twice.
 
     Args:
         logdir: the directory to write into, e.g. `<model_dir>/tensorboard`; created on the
             first write.
         log_every_n_steps: optimizer steps between per-step entries; pass the Trainer's
             `log_every_n_steps`, whose loop calls end at those steps.
-        flags_text: the run's settings, shown in the Text tab, e.g. absl's
-            `FLAGS.flags_into_string()` ("" writes none).
+        flags_text: the run's settings, shown in the Text tab, e.g. the flags as a flagfile
+            ("" writes none).
         num_samples: validation images to show with their predictions (0: none).
     """
 
@@ -134,8 +138,8 @@ class TensorBoardLogger(callbacks.Callback):
                  f"{'' if true == guess else ' (wrong)'}"
                  for i, (true, guess) in enumerate(zip(labels.numpy(), predicted))]
         with self._writing("val"):
-            summaries.images("samples", summaries.framed(images, correct), step)
-            summaries.text("samples", "\n".join(lines), step)
+            summaries.images("samples/images", summaries.framed(images, correct), step)
+            summaries.text("samples/labels", "\n".join(lines), step)
 
     def _sample_batch(self):
         """The first `num_samples` examples of the validation set (taken once, then kept)."""
@@ -158,8 +162,8 @@ class TensorBoardLogger(callbacks.Callback):
         matrix = tf.math.confusion_matrix(labels, probabilities.argmax(axis=-1),
                                           num_classes=num_classes).numpy()
         with self._writing("test"):
-            summaries.images("confusion_matrix", summaries.heat_map(matrix), step)
-            summaries.text("confusion_matrix",
+            summaries.images("confusion_matrix/heat_map", summaries.heat_map(matrix), step)
+            summaries.text("confusion_matrix/counts",
                            summaries.confusion_table(matrix, datamodule.class_names), step)
 
     def _close(self):
