@@ -223,7 +223,8 @@ class LearningRateMonitor(Callback):
         logs["learning_rate"] = self._learning_rate()
 
     def _learning_rate(self) -> float:
-        return float(self.trainer.optimizer.learning_rate)  # Schedules evaluate at `iterations`.
+        # A variable (a MirroredVariable under a strategy), or a schedule's value at `iterations`.
+        return float(tf.convert_to_tensor(self.trainer.optimizer.learning_rate))
 
 
 class ModelSummary(Callback):
