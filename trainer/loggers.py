@@ -111,7 +111,7 @@ class TensorBoardLogger(callbacks.Callback):
             self._write_confusion_matrix(probabilities, step)
         self._close()
 
-    # ---- Helpers (chief only) -------------------------------------------------------------------
+    # ---- Helpers: only the chief writes ----------------------------------------------------------
 
     def _writing(self, run: str):
         """Makes the writer of `run` (one of _STAGES) the default, creating it on first use."""
@@ -131,14 +131,13 @@ class TensorBoardLogger(callbacks.Callback):
         images, labels = self._sample_batch()
         # An eager call, on this process only: no collective, so only the chief needs to run it.
         probabilities = self.trainer.module.predict_step((images, labels))
-        predicted = np.argmax(probabilities, axis=-1)
-        correct = predicted == labels.numpy()
+        predicted, true = np.argmax(probabilities, axis=-1), labels.numpy()
         names = self.trainer.datamodule.class_names
-        lines = [f"{i + 1}. true {names[true]} / predicted {names[guess]}"
-                 f"{'' if true == guess else ' (wrong)'}"
-                 for i, (true, guess) in enumerate(zip(labels.numpy(), predicted))]
+        lines = [f"{i + 1}. true {names[label]} / predicted {names[guess]}"
+                 f"{'' if label == guess else ' (wrong)'}"
+                 for i, (label, guess) in enumerate(zip(true, predicted))]
         with self._writing("val"):
-            summaries.images("samples/images", summaries.framed(images, correct), step)
+            summaries.images("samples/images", summaries.framed(images, predicted == true), step)
             summaries.text("samples/labels", "\n".join(lines), step)
 
     def _sample_batch(self):
