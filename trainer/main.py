@@ -10,6 +10,7 @@ import os
 import sys
 
 from absl import app
+from absl import flags as absl_flags
 from absl import logging
 import numpy as np
 import tensorflow as tf
@@ -22,6 +23,7 @@ from trainer import callbacks
 from trainer import checkpointing
 from trainer import distribute
 from trainer import export
+from trainer import loggers
 from trainer import plots
 from trainer import precision
 from trainer import progress
@@ -153,6 +155,14 @@ def _callbacks(model_dir):
     """The callbacks the flags ask for; the learning-rate monitor first, so loggers see its value."""
     run_control, output = run_flags.run_control, run_flags.output
     chosen = [callbacks.LearningRateMonitor()]
+    if output.TENSORBOARD.value:
+        chosen.append(loggers.TensorBoardLogger(
+            logdir=os.path.join(model_dir, "tensorboard"),
+            log_every_n_steps=output.LOG_EVERY_N_STEPS.value,
+            flags_text=_flags_text()))
+    if output.CSV_LOG.value:
+        chosen.append(loggers.CSVLogger(os.path.join(model_dir, "metrics.csv"),
+                                        log_every_n_steps=output.LOG_EVERY_N_STEPS.value))
     if run_control.EARLY_STOPPING_PATIENCE.value:
         chosen.append(callbacks.EarlyStopping(
             monitor=run_control.EARLY_STOPPING_MONITOR.value,
@@ -164,8 +174,15 @@ def _callbacks(model_dir):
         chosen.append(callbacks.Timer(callbacks.parse_duration(run_control.MAX_TIME.value)))
     if output.PROGRESS_BAR.value:
         chosen.append(progress.ProgressBar(every_s=output.PROGRESS_EVERY_S.value))
-    del model_dir  # Loggers: see trainer/loggers.py.
     return chosen
+
+
+def _flags_text() -> str:
+    """This project's flags (flags/*.py) as a flagfile: `--flagfile=` of it repeats the run."""
+    by_module = absl_flags.FLAGS.flags_by_module_dict()
+    lines = [flag.serialize() for module, module_flags in sorted(by_module.items())
+             if module.startswith(run_flags.__name__ + ".") for flag in module_flags]
+    return "\n".join(line for line in lines if line)  # An unset flag (None) serializes to "".
 
 
 def _profile_steps(values: list[str] | None) -> tuple[int, int] | None:
