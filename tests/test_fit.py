@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import trainer
+from conftest import quadrant_data as _quadrant_data
 from conftest import quadrant_datamodule as _datamodule
 from conftest import tiny_network as _tiny_network
 

@@ -13,10 +13,13 @@ import tensorflow as tf
 
 from trainer import callbacks as callbacks_lib
 from trainer import checkpointing
+from trainer import datasets
 from trainer import distribute
+from trainer import evaluation
 from trainer import optimization
 from trainer import precision as precision_lib
 from trainer import progress
+from trainer import schedule as schedule_lib
 from trainer import stopping
 
 TrainingInterrupted = stopping.TrainingInterrupted
@@ -45,9 +48,11 @@ class Trainer:
             callbacks get the epoch's logs; rank the epoch; save a checkpoint
 
     Traced (with `tf.function`, unless `run_eagerly`): `_train_loop` (with `_train_step`, or with
-    `_accumulate_step` and `_reduce_gradients` when the step needs all-reduced gradients),
-    `_eval_loop`, `_predict_step`, `_average_replica_copies`. Everything else is eager Python.
-    The only step counter is `optimizer.iterations`: optimizer steps, not micro-batches.
+    `optimization.ReducedGradientStep` when clipping, accumulation, fp16 or anomaly checks need
+    the all-reduced gradients), `_eval_loop`, `_predict_step`, `_average_replica_copies`.
+    Everything else is eager Python. `RunSchedule` (trainer/schedule.py) decides when the host
+    loop validates, logs, checkpoints and stops. The only step counter is `optimizer.iterations`:
+    optimizer steps, not micro-batches.
 
     Args:
         strategy: the `tf.distribute.Strategy` to run under; default: TensorFlow's default
@@ -179,6 +184,17 @@ class Trainer:
         self.should_stop, self.stop_reason = True, reason
 
     @property
+    def schedule(self) -> schedule_lib.RunSchedule:
+        """The step arithmetic of `fit`, from the current settings (they may change between fits)."""
+        return schedule_lib.RunSchedule(
+            steps_per_epoch=self.steps_per_epoch, epochs=self.epochs, max_steps=self.max_steps,
+            steps_per_loop=self.steps_per_loop, val_check_interval=self.val_check_interval,
+            check_val_every_n_epoch=self.check_val_every_n_epoch,
+            cadences=(self.log_every_n_steps,
+                      self.checkpointer.every_n_steps if self.checkpointer else None),
+            boundaries=self.profile_steps or ())
+
+    @property
     def global_step(self) -> int:
         """Optimizer steps taken so far, read from the device: a host sync."""
         return int(self.optimizer.iterations.numpy())
@@ -200,22 +216,24 @@ class Trainer:
         self._log_plan()
         self.should_stop, self.stop_reason = False, None
         self._call("on_train_begin", {})
-        if self.num_sanity_val_steps and self._has_data("val"):
+        if self.num_sanity_val_steps and self.data.has("val"):
             self._sanity_check()
         # Where to start follows from the step count alone (> 0 after a restore or an earlier
         # fit): the data of any epoch can be rebuilt from its number.
         start_epoch, steps_done = divmod(self.global_step, self.steps_per_epoch)
-        train_iterator = iter(self._training_data(start_epoch, steps_done))
-        if self._finished(start_epoch):
+        train_iterator = iter(self.data.training(  # Long-lived: its buffers stay warm.
+            start_epoch=start_epoch, steps_done=steps_done, steps_per_epoch=self.steps_per_epoch))
+        if self.schedule.finished(start_epoch, self.global_step):
             self._print(f"nothing to train: the module has already done {self.global_step} steps")
 
         with stopping.on_signals(self):
             for epoch in range(start_epoch, self.epochs):
-                if self._finished(epoch):
+                if self.should_stop or self.schedule.finished(epoch, self.global_step):
                     break
                 self._call("on_epoch_begin", epoch, {})
                 logs = self._train_epoch(train_iterator, epoch)
-                if self._validation_due_at_epoch_end(epoch):
+                if (self.schedule.validate_at_epoch_end(epoch, self.global_step)
+                        and self.data.has("val")):
                     logs.update(self._validate())
                 logs["elapsed_seconds"] = time.perf_counter() - start_time
                 self.history.append(logs)
@@ -227,8 +245,9 @@ class Trainer:
 
         self._average_replica_copies()
         last_epoch_logs = self.history[-1] if self.history else {}
-        self.stop_reason = self.stop_reason or ("max_steps" if self._reached_max_steps()
-                                                else "epochs")
+        if not self.stop_reason:
+            self.stop_reason = ("max_steps" if self.max_steps and self.global_step >= self.max_steps
+                                else "epochs")
         self._call("on_train_end", dict(last_epoch_logs))
         return {**last_epoch_logs, "steps": self.global_step, "epochs": self.epochs,
                 "stop_reason": self.stop_reason, "wall_time_s": time.perf_counter() - start_time}
@@ -236,13 +255,13 @@ class Trainer:
     def validate(self, module, datamodule) -> dict[str, float]:
         """Runs `validation_step` over the validation set; returns `val_*` means."""
         self._setup(module, datamodule)
-        self._require_data("val")
+        self.data.require("val")
         return self._validate()
 
     def test(self, module, datamodule) -> dict[str, float]:
         """Runs `test_step` over the test set; returns `test_*` means."""
         self._setup(module, datamodule)
-        self._require_data("test")
+        self.data.require("test")
         logs = self._evaluate("test", limit=self.limits["test"])
         self._print("test | " + _format(_metrics_only(logs)))
         self._call("on_test_end", logs)
@@ -251,7 +270,7 @@ class Trainer:
     def predict(self, module, datamodule) -> np.ndarray:
         """Returns `predict_step`'s outputs over `datamodule.predict_dataset`, in dataset order."""
         self._setup(module, datamodule)
-        dataset = self._distributed_dataset("predict")
+        dataset = self.data.evaluation("predict")
         if dataset is None:
             raise ValueError("the datamodule has no predict_dataset (and no test_dataset)")
         predict_step = self._compiled("predict", self._predict_step)
@@ -276,7 +295,7 @@ class Trainer:
         # The loss of each micro-batch is divided by everything one optimizer step sees.
         module.global_batch_size = datamodule.batch_size * self.accumulate_grad_batches
         module.micro_batches_per_step = self.accumulate_grad_batches
-        module.total_steps = self._total_steps()  # For learning-rate schedules.
+        module.total_steps = self.schedule.total_steps  # For learning-rate schedules.
         with self.strategy.scope():
             if not module.built:  # The first call creates the variables, mirrored on every replica.
                 module(tf.zeros([1, *datamodule.input_shape]), training=False)
@@ -291,7 +310,8 @@ class Trainer:
         self.module, self.optimizer, self.datamodule = module, optimizer, datamodule
         self.reduced_step = self._reduced_gradient_step()
         self._functions: dict[str, object] = {}
-        self._datasets: dict[tuple, object] = {}
+        self.data = datasets.DistributedData(self.strategy, datamodule, limits=self.limits,
+                                             micro_batches=self.accumulate_grad_batches)
         self._create_logged_metrics("train", module.training_step, datamodule.train_dataset)
         if self.checkpointer:
             self._restore_checkpoint()
@@ -318,10 +338,6 @@ class Trainer:
             raise ValueError(f"accumulate_grad_batches ({self.accumulate_grad_batches}) is more "
                              f"than the {batches} training batches of an epoch")
         return steps
-
-    def _total_steps(self) -> int:
-        steps = self.epochs * self.steps_per_epoch
-        return min(steps, self.max_steps) if self.max_steps else steps
 
     def _check_variables_in_scope(self, module):
         for variable in module.variables:
@@ -350,55 +366,20 @@ class Trainer:
             self._functions[name] = function if self.run_eagerly else tf.function(function)
         return self._functions[name]
 
-    def _training_data(self, start_epoch, steps_done):
-        """The endless distributed training data from `start_epoch`, minus its first steps."""
-        batches = self.steps_per_epoch * self.accumulate_grad_batches
-        return self.strategy.distribute_datasets_from_function(
-            lambda ctx: self.datamodule.train_dataset(
-                ctx, start_epoch=start_epoch, skip_batches=steps_done * self.accumulate_grad_batches,
-                batches_per_epoch=batches))
-
-    def _distributed_dataset(self, stage, limit=None):
-        """`stage`'s dataset, at most `limit` global batches, distributed (None: no such data)."""
-        if (stage, limit) not in self._datasets:
-            make = {"val": self.datamodule.val_dataset, "test": self.datamodule.test_dataset,
-                    "predict": self.datamodule.predict_dataset}[stage]
-
-            def make_limited(ctx):
-                # An input pipeline feeds num_replicas / num_pipelines replicas per global batch.
-                per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-                dataset = make(ctx)
-                return dataset if limit is None else dataset.take(limit * per_pipeline)
-
-            has_data = make(tf.distribute.InputContext()) is not None and limit != 0
-            self._datasets[stage, limit] = (
-                self.strategy.distribute_datasets_from_function(make_limited) if has_data else None)
-        return self._datasets[stage, limit]
-
-    def _has_data(self, stage) -> bool:
-        return self._distributed_dataset(stage, self.limits.get(stage)) is not None
-
-    def _require_data(self, stage):
-        if not self._has_data(stage):
-            raise ValueError(f"the datamodule has no {stage} dataset (its {stage}_split is empty, "
-                             f"or limit_{stage}_batches is 0)")
-
     # ---- Training: the host loop ---------------------------------------------------------------
 
     def _train_epoch(self, iterator, epoch):
         """Runs one epoch of training steps, `steps_per_loop` per call; returns the epoch's logs."""
         train_loop = self._compiled("train", self._train_loop)
-        end_step = (epoch + 1) * self.steps_per_epoch
-        if self.max_steps:
-            end_step = min(end_step, self.max_steps)
+        end_step = self.schedule.epoch_end(epoch)
         step = first_step = self.global_step
         if step == epoch * self.steps_per_epoch:  # (A run resumed mid-epoch keeps its means.)
             self.module.logbook.reset("train")
         validation_logs = {}
         start_time = last_time = time.perf_counter()
         while step < end_step and not self.should_stop:
-            num_steps = self._steps_in_next_loop(step, end_step)
-            loss, finite = train_loop(iterator, tf.constant(num_steps))
+            loss, finite = train_loop(iterator,
+                                      tf.constant(self.schedule.steps_in_next_loop(step, epoch)))
             previous_step, step = step, self.global_step  # Once per loop, never per step.
             if self.detect_anomaly and not finite:
                 raise AnomalyDetected.at(step, float(loss), self.checkpointer)
@@ -409,7 +390,7 @@ class Trainer:
                 **self.module.logbook.results("train"), "loss": float(loss),
                 "images_per_s": images / (now - last_time)})
             last_time = now
-            if self.val_check_interval and step % self.val_check_interval == 0:
+            if self.schedule.validate_after_loop(step) and self.data.has("val"):
                 validation_logs = self._validate()
             self._checkpoint_if_due_or_stopping(step)
         seconds = time.perf_counter() - start_time
@@ -417,30 +398,6 @@ class Trainer:
         return {**self.module.logbook.results("train"), **validation_logs,
                 **self._skipped_steps_log(), "train_seconds": seconds,
                 "train_images_per_s": images / seconds}
-
-    def _steps_in_next_loop(self, step, end_step):
-        """Steps for the next call: `steps_per_loop`, cut so that calls end exactly at the epoch
-        end and at every step something is due (logging, validation, a checkpoint, profiling)."""
-        steps = min(self.steps_per_loop, end_step - step)
-        every = [self.log_every_n_steps, self.val_check_interval,
-                 self.checkpointer.every_n_steps if self.checkpointer else None]
-        for interval in filter(None, every):
-            steps = min(steps, interval - step % interval)
-        for boundary in self.profile_steps or ():
-            if boundary > step:
-                steps = min(steps, boundary - step)
-        return steps
-
-    def _finished(self, epoch) -> bool:
-        return self.should_stop or epoch >= self.epochs or self._reached_max_steps()
-
-    def _reached_max_steps(self) -> bool:
-        return bool(self.max_steps) and self.global_step >= self.max_steps
-
-    def _validation_due_at_epoch_end(self, epoch) -> bool:
-        epoch_completed = self.global_step == (epoch + 1) * self.steps_per_epoch
-        return (epoch_completed and not self.val_check_interval and self._has_data("val")
-                and (epoch + 1) % self.check_val_every_n_epoch == 0)
 
     def _skipped_steps_log(self) -> dict[str, int]:
         """`skipped_steps` (fp16 overflows, non-finite gradients) when the step can skip."""
@@ -509,7 +466,7 @@ class Trainer:
         """Runs the stage's step hook over its dataset (at most `limit` batches); returns the
         `<stage>_*` means."""
         hook = {"val": self.module.validation_step, "test": self.module.test_step}[stage]
-        dataset = self._distributed_dataset(stage, limit)
+        dataset = self.data.evaluation(stage, limit)
         if not self.module.logbook.metrics[stage]:
             make_dataset = {"val": self.datamodule.val_dataset,
                             "test": self.datamodule.test_dataset}[stage]
@@ -530,11 +487,11 @@ class Trainer:
                 batch = iterator.get_next_as_optional()
                 if not batch.has_value():
                     break
-                self.strategy.run(_skip_if_empty(hook), args=(batch.get_value(),))
+                self.strategy.run(evaluation.skip_if_empty(hook), args=(batch.get_value(),))
 
     def _predict_step(self, batch):
         """Runs `predict_step` on every replica and gathers the outputs in dataset order."""
-        outputs = self.strategy.run(_pad_by_one(self.module.predict_step), args=(batch,))
+        outputs = self.strategy.run(evaluation.pad_by_one(self.module.predict_step), args=(batch,))
         return self.strategy.gather(outputs, axis=0)
 
     def _average_replica_copies(self):
@@ -639,37 +596,6 @@ def _check_non_negative(**arguments):
     for name, value in arguments.items():
         if value is not None and value < 0:
             raise ValueError(f"{name} ({value}) must be >= 0")
-
-
-# At the end of the evaluation data some replicas receive an empty batch (fewer examples than
-# replicas are left). Hooks never see one: an empty batch breaks oneDNN convolutions on CPU, which
-# return their input unchanged, and a hook's metrics gain nothing from it anyway.
-
-def _batch_size(batch):
-    return tf.shape(tf.nest.flatten(batch)[0])[0]
-
-
-def _skip_if_empty(hook):
-    """Wraps an evaluation hook so that a replica with an empty batch does nothing."""
-    def run_unless_empty(batch):
-        if _batch_size(batch) > 0:
-            hook(batch)
-    return run_unless_empty
-
-
-def _pad_by_one(hook):
-    """Wraps a prediction hook: runs it on the batch plus one zero example, then drops that one.
-
-    The extra example keeps every replica's batch non-empty without a branch, so the outputs of
-    all replicas keep one structure for `strategy.gather`.
-    """
-    def run_padded(batch):
-        size = _batch_size(batch)
-        padded = tf.nest.map_structure(
-            lambda t: tf.concat([t, tf.zeros(tf.concat([[1], tf.shape(t)[1:]], 0), t.dtype)], 0),
-            batch)
-        return tf.nest.map_structure(lambda output: output[:size], hook(padded))
-    return run_padded
 
 
 def _metrics_only(logs: dict[str, float]) -> dict[str, float]:

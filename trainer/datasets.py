@@ -1,0 +1,60 @@
+"""`DistributedData`: a DataModule's datasets, split across replicas by the strategy, built once.
+
+`strategy.distribute_datasets_from_function` calls the DataModule once per input pipeline (one
+per worker) with a `tf.distribute.InputContext`; each replica then takes its own batches from
+its worker's pipeline (../shared/PITFALLS.md item 10).
+"""
+
+import tensorflow as tf
+
+
+class DistributedData:
+    """Builds and caches the distributed datasets of one DataModule under one strategy.
+
+    Args:
+        strategy: the Trainer's strategy.
+        datamodule: a set-up `DataModule`.
+        limits: {"val": n, "test": n}: at most n global batches per pass (None: all, 0: none).
+        micro_batches: global batches per optimizer step (gradient accumulation).
+    """
+
+    def __init__(self, strategy, datamodule, *, limits: dict, micro_batches: int = 1):
+        self.strategy = strategy
+        self.datamodule = datamodule
+        self.limits = limits
+        self.micro_batches = micro_batches
+        self._cache: dict[tuple, object] = {}
+
+    def training(self, *, start_epoch: int, steps_done: int, steps_per_epoch: int):
+        """The endless training data from `start_epoch`, without its first `steps_done` steps."""
+        return self.strategy.distribute_datasets_from_function(
+            lambda ctx: self.datamodule.train_dataset(
+                ctx, start_epoch=start_epoch, skip_batches=steps_done * self.micro_batches,
+                batches_per_epoch=steps_per_epoch * self.micro_batches))
+
+    def evaluation(self, stage: str, limit: int | None = None):
+        """`stage`'s data ("val", "test" or "predict"), at most `limit` global batches; None
+        when the DataModule has no such data or `limit` is 0."""
+        if (stage, limit) not in self._cache:
+            make = {"val": self.datamodule.val_dataset, "test": self.datamodule.test_dataset,
+                    "predict": self.datamodule.predict_dataset}[stage]
+
+            def make_limited(ctx):
+                # An input pipeline feeds num_replicas / num_pipelines replicas per global batch.
+                per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+                dataset = make(ctx)
+                return dataset if limit is None else dataset.take(limit * per_pipeline)
+
+            exists = make(tf.distribute.InputContext()) is not None and limit != 0
+            self._cache[stage, limit] = (
+                self.strategy.distribute_datasets_from_function(make_limited) if exists else None)
+        return self._cache[stage, limit]
+
+    def has(self, stage: str) -> bool:
+        """Whether `stage` has data to run on, after its limit."""
+        return self.evaluation(stage, self.limits.get(stage)) is not None
+
+    def require(self, stage: str) -> None:
+        if not self.has(stage):
+            raise ValueError(f"the datamodule has no {stage} dataset (its {stage}_split is empty, "
+                             f"or limit_{stage}_batches is 0)")

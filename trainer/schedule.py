@@ -1,0 +1,68 @@
+"""`RunSchedule`: when things happen in a run, all counted in optimizer steps.
+
+The Trainer's host loop asks it three questions between traced calls: how many steps may the next
+call run (it must end exactly where something is due), is validation due now, and is training
+over. Answering them from the step count alone keeps every cadence exact, also after a resume.
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSchedule:
+    """The step arithmetic of one `fit`.
+
+    Attributes:
+        steps_per_epoch: optimizer steps in one epoch (after limits and accumulation).
+        epochs: epochs to train.
+        max_steps: stop at this step even mid-epoch (None: after `epochs`).
+        steps_per_loop: the most steps one traced call may run.
+        val_check_interval: validate at multiples of this step (None: at epoch ends).
+        check_val_every_n_epoch: with epoch-end validation, validate every n-th epoch.
+        cadences: calls also end at multiples of these (logging, checkpoints; None: unused).
+        boundaries: calls also end at these steps (profiling).
+    """
+
+    steps_per_epoch: int
+    epochs: int
+    max_steps: int | None = None
+    steps_per_loop: int = 100
+    val_check_interval: int | None = None
+    check_val_every_n_epoch: int = 1
+    cadences: tuple[int | None, ...] = ()
+    boundaries: tuple[int, ...] = ()
+
+    @property
+    def total_steps(self) -> int:
+        """The optimizer steps `fit` plans to take."""
+        steps = self.epochs * self.steps_per_epoch
+        return min(steps, self.max_steps) if self.max_steps else steps
+
+    def epoch_end(self, epoch: int) -> int:
+        """The step at which `epoch` (0-based) ends, or `max_steps` if that comes first."""
+        return min((epoch + 1) * self.steps_per_epoch, self.total_steps)
+
+    def steps_in_next_loop(self, step: int, epoch: int) -> int:
+        """Steps for the next traced call: `steps_per_loop`, cut so that the call ends exactly at
+        the epoch end and at the next step where something is due."""
+        steps = min(self.steps_per_loop, self.epoch_end(epoch) - step)
+        for interval in filter(None, (self.val_check_interval, *self.cadences)):
+            steps = min(steps, interval - step % interval)
+        for boundary in self.boundaries:
+            if boundary > step:
+                steps = min(steps, boundary - step)
+        return steps
+
+    def validate_after_loop(self, step: int) -> bool:
+        """Whether a step-based validation (`val_check_interval`) is due at `step`."""
+        return bool(self.val_check_interval) and step % self.val_check_interval == 0
+
+    def validate_at_epoch_end(self, epoch: int, step: int) -> bool:
+        """Whether epoch-end validation is due: the epoch ran to its end and it is every n-th."""
+        completed = step == (epoch + 1) * self.steps_per_epoch
+        return (completed and not self.val_check_interval
+                and (epoch + 1) % self.check_val_every_n_epoch == 0)
+
+    def finished(self, epoch: int, step: int) -> bool:
+        """Whether training is over before `epoch` starts, at `step`."""
+        return epoch >= self.epochs or step >= self.total_steps
