@@ -75,3 +75,17 @@ def test_missing_dataset_offline_says_to_pass_data_dir(tmp_path):
                          f"--model_dir={tmp_path / 'run'}"])
     assert result.returncode != 0
     assert "is not prepared in" in result.stderr and "--data_dir" in result.stderr
+
+
+def test_help_lists_every_flag_of_the_flags_package():
+    from absl import flags as absl_flags
+    import flags as run_flags  # Registers the project's flags in this process too.
+    names = [flag.name for module, module_flags in absl_flags.FLAGS.flags_by_module_dict().items()
+             if module.startswith(run_flags.__name__ + ".") for flag in module_flags]
+    assert len(names) > 50
+    result = run_python(["-m", "trainer.main", "--help"])  # absl exits with 1 after help
+    listed = result.stdout + result.stderr
+    assert "Command line entry point" in listed, listed[-2000:]
+    missing = [name for name in names
+               if f"--{name}:" not in listed and f"--[no]{name}:" not in listed]
+    assert not missing

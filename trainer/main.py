@@ -31,6 +31,12 @@ from trainer import progress
 
 _TIMINGS = ("_seconds", "_per_s", "_time_s")  # Keys of results that measure time, not the model.
 
+# `--help` lists the key flags of the main module: make every flag of flags/ one of them.
+for _flags_module in (run_flags.model, run_flags.dataset, run_flags.training,
+                      run_flags.optimization, run_flags.run_control, run_flags.output,
+                      run_flags.distribution):
+    absl_flags.adopt_module_key_flags(_flags_module)
+
 
 def main(argv):
     if len(argv) > 1:
