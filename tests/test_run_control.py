@@ -268,3 +268,44 @@ def test_deterministic_runs_write_identical_results(tmp_path):
         outputs.append((model_dir / "results.json").read_text())
     assert outputs[0] == outputs[1]
     assert json.loads(outputs[0])["test_loss"] > 0
+
+
+class _Stream:
+    """A text stream that says whether it is a terminal."""
+
+    def __init__(self, tty):
+        self.tty, self.text = tty, ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+def test_progress_bar_redraws_in_place_on_a_terminal():
+    stream = _Stream(tty=True)
+    bar = trainer.progress.ProgressBar(stream=stream)
+    _run(epochs=2, log_every_n_steps=4, callbacks=[bar])
+    lines = stream.text.split("\n")
+    assert len(lines) == 3 and lines[2] == ""  # one finished bar per epoch
+    redraws = lines[0].split("\r")[1:]
+    assert len(redraws) == 4  # steps 4, 8, 12, 16 of epoch 1
+    assert redraws[-1].startswith("epoch 1/2 [========================] 16/16 | ")
+    assert "img/s | ETA 0:00 | train_loss " in redraws[-1]
+
+
+def test_progress_bar_prints_lines_when_not_a_terminal():
+    stream = _Stream(tty=False)
+    bar = trainer.progress.ProgressBar(stream=stream, every_s=0)
+    _run(epochs=1, log_every_n_steps=8, callbacks=[bar])
+    assert "\r" not in stream.text
+    assert stream.text.splitlines()[0].startswith("epoch 1/1 [============>           ] 8/16 | ")
+
+    quiet = _Stream(tty=False)
+    _run(epochs=1, log_every_n_steps=8,
+         callbacks=[trainer.progress.ProgressBar(stream=quiet, every_s=3600)])
+    assert quiet.text == ""  # nothing before the interval has passed
