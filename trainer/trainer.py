@@ -252,7 +252,9 @@ class Trainer:
             train_loop(iterator, tf.constant(self._steps_in_next_loop(step, end_step)))
             step = self._step()  # Once per loop, never per step.
             self._checkpoint_if_due_or_stopping(step)
-            if time.perf_counter() - last_print > self.progress_every_s:
+            # Reading the metrics is a collective under multi-worker: all workers print or none.
+            if distribute.any_worker(self.strategy,
+                                     time.perf_counter() - last_print > self.progress_every_s):
                 last_print = time.perf_counter()
                 self._print(f"epoch {epoch + 1}/{self.epochs} | step {step}/{end_step} | "
                             + _format(self.module.logbook.results("train")))
@@ -418,10 +420,12 @@ class Trainer:
 
     def _log_plan(self, steps_per_epoch):
         replicas = self.strategy.num_replicas_in_sync
+        workers = distribute.num_workers(self.strategy)
         batch_size = self.datamodule.batch_size
         self._print(distribute.describe(self.strategy))
         self._print(f"global batch {batch_size} = {replicas} replica(s) x {batch_size // replicas} "
-                    f"per replica | {steps_per_epoch} steps per epoch | {self.epochs} epochs")
+                    f"per replica, on {workers} worker(s) | {steps_per_epoch} steps per epoch | "
+                    f"{self.epochs} epochs")
         dropped = getattr(self.datamodule, "dropped_per_epoch", lambda: 0)()
         if dropped:
             self._print(f"{dropped} training examples per epoch do not fill a global batch and "
