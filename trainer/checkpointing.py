@@ -160,7 +160,10 @@ class BestModels:
         self.top_k = top_k
         self.is_chief = is_chief
         self.ranking: list[dict] = self._load()
-        self._write_directory = directory if is_chief else tempfile.mkdtemp(prefix="best-")
+        # Other workers keep their copies until the run restores the best; the temporary
+        # directory is deleted when this object is, at the latest when the process exits.
+        self._temporary = None if is_chief else tempfile.TemporaryDirectory(prefix="best-")
+        self._write_directory = directory if is_chief else self._temporary.name
         os.makedirs(self._write_directory, exist_ok=True)
 
     @property

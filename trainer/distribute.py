@@ -180,6 +180,13 @@ def worker_index(strategy: tf.distribute.Strategy) -> int:
     return resolver.task_id + (1 if has_chief and resolver.task_type == "worker" else 0)
 
 
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The strategy's public name (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    return type(strategy).__name__
+
+
 def replica_devices(strategy: tf.distribute.Strategy) -> list[str]:
     """The devices of this process's replicas."""
     try:
@@ -197,7 +204,7 @@ def describe(strategy: tf.distribute.Strategy) -> str:
         role = "the chief, which writes the files" if is_chief(strategy) else "not the chief"
         where = (f"over {workers} worker(s); this process is worker {worker_index(strategy)} "
                  f"({role}) with {len(devices)} replica(s) {where}")
-    return f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s) {where}"
+    return f"{strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s) {where}"
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -215,7 +215,7 @@ def _plan(strategy) -> explain.Plan:
     datamodule = _datamodule()
     policy = tf.keras.mixed_precision.Policy(precision.POLICIES[run_flags.training.PRECISION.value])
     return explain.Plan(
-        strategy=type(strategy).__name__, devices=tuple(distribute.replica_devices(strategy)),
+        strategy=distribute.strategy_name(strategy), devices=tuple(distribute.replica_devices(strategy)),
         workers=distribute.num_workers(strategy), worker_index=distribute.worker_index(strategy),
         is_chief=distribute.is_chief(strategy), replicas=strategy.num_replicas_in_sync,
         global_batch=datamodule.batch_size, steps_per_epoch=datamodule.steps_per_epoch(),
