@@ -222,9 +222,11 @@ def test_only_the_chief_writes_files(uninterrupted):
 
 def test_a_killed_cluster_restarted_ends_equal_to_an_uninterrupted_run(uninterrupted, tmp_path):
     # Both workers share one --model_dir, as on a shared filesystem: the restarted non-chief
-    # must find the checkpoint too.
+    # must find the checkpoint too. Training only, to save time: evaluation, ranking and export
+    # change nothing that a checkpoint holds.
     model_dir = str(tmp_path / "run")
     worker_args = [[os.path.join(TESTS, "mocked_main.py"), str(NUM_EXAMPLES), *MAIN_FLAGS,
+                    "--val_split=", "--test_split=", "--save_top_k=0",
                     f"--model_dir={model_dir}"]] * 2
     processes = _start_cluster(worker_args, str(tmp_path))
     killed_at = _wait_for_a_checkpoint(model_dir, processes)

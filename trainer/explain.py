@@ -6,6 +6,9 @@ labelled paragraph per topic. To explain a new setting (say gradient clipping), 
 """
 
 import dataclasses
+import textwrap
+
+_LABEL_WIDTH = 15
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +50,8 @@ def explain(plan: Plan) -> str:
     for label, describe in TOPICS:
         text = describe(plan)
         if text:
-            lines.append(f"  {label:<15} {text}")
+            lines.append(textwrap.fill(text, width=100, initial_indent=f"  {label:<{_LABEL_WIDTH}} ",
+                                       subsequent_indent=" " * (_LABEL_WIDTH + 3)))
     return "\n".join(lines)
 
 

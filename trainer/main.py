@@ -34,26 +34,21 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
     try:
-        strategy = _create_strategy()
-        if run_flags.diagnostics.EXPLAIN.value:
-            print(explain.explain(_plan(strategy)))
-            return
-        if run_flags.diagnostics.SELFTEST.value:
-            _selftest(strategy)
-            return
-        if run_flags.diagnostics.SELFTEST_PERTURB_REPLICA.value is not None:
-            raise ValueError("selftest_perturb_replica "
-                             f"({run_flags.diagnostics.SELFTEST_PERTURB_REPLICA.value}) only "
-                             "applies with --selftest")
-        results = _run(strategy)
+        results = _explain_selftest_or_train(_create_strategy())
     except trainer.TrainingInterrupted as interruption:
         logging.warning("%s", interruption)
         print(f"stopped: {interruption}", file=sys.stderr)
         sys.exit(128 + interruption.signal_number)  # The shell's convention for "killed by".
+    except tf.errors.UnavailableError as error:  # Under multi-worker: another worker died.
+        logging.error("%s", error)
+        sys.exit(f"error: a worker of the cluster is unreachable ({str(error).splitlines()[0]}). "
+                 "Restart every worker with the same command: the run resumes from the latest "
+                 "checkpoint")
     except (ValueError, TypeError, OSError, RuntimeError) as error:
         logging.error("%s", error)
         sys.exit(f"error: {error}")
-    logging.info("results: %s", json.dumps(results))
+    if results:
+        logging.info("results: %s", json.dumps(results))
 
 
 def _create_strategy() -> tf.distribute.Strategy:
@@ -65,6 +60,22 @@ def _create_strategy() -> tf.distribute.Strategy:
         gpus=_gpu_indices(run_flags.distribution.GPUS.value),
         gpu_memory_growth=run_flags.distribution.GPU_MEMORY_GROWTH.value,
         communication=run_flags.distribution.COMMUNICATION.value)
+
+
+def _explain_selftest_or_train(strategy: tf.distribute.Strategy) -> dict | None:
+    """Prints the plan (--explain), checks the strategy (--selftest), or trains: returns the
+    training results, None for the others."""
+    perturb_replica = run_flags.diagnostics.SELFTEST_PERTURB_REPLICA.value
+    if run_flags.diagnostics.EXPLAIN.value:
+        print(explain.explain(_plan(strategy)))
+        return None
+    if run_flags.diagnostics.SELFTEST.value:
+        _selftest(strategy, perturb_replica)
+        return None
+    if perturb_replica is not None:
+        raise ValueError(f"selftest_perturb_replica ({perturb_replica}) only applies with "
+                         "--selftest")
+    return _run(strategy)
 
 
 def _run(strategy: tf.distribute.Strategy) -> dict:
@@ -199,11 +210,10 @@ def _test_predictions(fit, module, datamodule):
     return labels, probabilities.argmax(axis=-1)
 
 
-def _selftest(strategy):
+def _selftest(strategy, perturb_replica):
     """Runs trainer/selftest.py's checks; the chief prints the table; a FAIL exits with status 1."""
     checks = selftest.run(strategy, global_batch_size=run_flags.dataset.BATCH_SIZE.value,
-                          seed=run_flags.training.SEED.value,
-                          perturb_replica=run_flags.diagnostics.SELFTEST_PERTURB_REPLICA.value)
+                          seed=run_flags.training.SEED.value, perturb_replica=perturb_replica)
     if distribute.is_chief(strategy):
         print(selftest.format_table(checks, strategy), flush=True)
     if not all(check.passed for check in checks):
