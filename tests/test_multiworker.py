@@ -10,6 +10,7 @@ import concurrent.futures
 import glob
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -246,6 +247,23 @@ def test_a_killed_cluster_restarted_ends_equal_to_an_uninterrupted_run(uninterru
     assert clean.keys() == resumed.keys()
     for name, value in clean.items():
         np.testing.assert_array_equal(value, resumed[name], err_msg=name)
+
+
+def test_sigterm_to_one_worker_stops_every_worker_at_the_same_saved_step(tmp_path):
+    model_dir = str(tmp_path / "run")
+    worker_args = [[os.path.join(TESTS, "mocked_main.py"), str(NUM_EXAMPLES), *MAIN_FLAGS,
+                    "--val_split=", "--test_split=", "--save_top_k=0",
+                    f"--model_dir={model_dir}"]] * 2
+    processes = _start_cluster(worker_args, str(tmp_path))
+    _wait_for_a_checkpoint(model_dir, processes)
+    processes[1].send_signal(signal.SIGTERM)  # Only the non-chief is told to stop.
+    results = _wait(processes, str(tmp_path))
+    assert [code for code, _ in results] == [128 + signal.SIGTERM] * 2, results[0][1][-3000:]
+    steps = {int(log.split("interrupted by SIGTERM at step ")[1].split(";")[0])
+             for _, log in results}
+    assert len(steps) == 1 and 0 < min(steps) < TOTAL_STEPS, steps
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    assert latest.endswith(f"ckpt-{steps.pop()}")
 
 
 def _wait_for_a_checkpoint(model_dir, processes):

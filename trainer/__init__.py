@@ -6,6 +6,8 @@
 - `distribute.py`: strategy selection and replica checks.
 - `checkpointing.py`: full-state checkpoints and exact resume.
 - `precision.py`, `plots.py`: mixed-precision policies; PNG plots of a run.
+- `selftest.py`, `explain.py`: `--selftest` (N replicas train like one device, checked) and
+  `--explain` (the resolved plan, in words).
 - `main.py`: the command line (`python -m trainer.main`).
 """
 

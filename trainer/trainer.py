@@ -373,6 +373,9 @@ class Trainer:
 
     def _checkpoint_if_due_or_stopping(self, step):
         """Saves when the cadence says so; after a SIGTERM/SIGINT, saves and stops the run."""
+        # A signal to any worker stops all of them at this same step: saving is a collective.
+        if distribute.any_worker(self.strategy, self._stop_signal is not None):
+            self._stop_signal = self._stop_signal or signal.SIGTERM
         if self._stop_signal or (self.checkpointer and self.checkpointer.due(step)):
             self._save_checkpoint()
         if self._stop_signal:
