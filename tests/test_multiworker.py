@@ -45,9 +45,10 @@ def _free_ports(count):
 def _start_cluster(worker_args, log_dir, env_per_worker=None):
     """Starts one `python <args>` process per entry of `worker_args`, as workers of one cluster."""
     workers = [f"127.0.0.1:{port}" for port in _free_ports(len(worker_args))]
+    extra_env = env_per_worker or [{}] * len(worker_args)
     processes = []
     for index, args in enumerate(worker_args):
-        env = dict(subprocess_env(), **(env_per_worker or [{}] * len(worker_args))[index],
+        env = dict(subprocess_env(), **extra_env[index],
                    TF_CONFIG=json.dumps({"cluster": {"worker": workers},
                                          "task": {"type": "worker", "index": index}}))
         log = open(os.path.join(log_dir, f"worker{index}.log"), "w")

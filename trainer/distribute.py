@@ -12,6 +12,7 @@ Every worker runs the same program on its own shard of the data; gradients are a
 all replicas of all workers, so the workers hold identical copies of the model.
 """
 
+from collections.abc import Callable
 import json
 import os
 
@@ -241,7 +242,9 @@ def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
     return float(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)) > 0
 
 
-def gathered_labels(strategy: tf.distribute.Strategy, make_dataset) -> np.ndarray:
+def gathered_labels(strategy: tf.distribute.Strategy,
+                    make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset]
+                    ) -> np.ndarray:
     """The labels of a distributed dataset of (inputs, labels) batches, in the order in which
     `strategy.gather` returns per-replica outputs (e.g. `Trainer.predict`'s predictions).
 

@@ -373,15 +373,16 @@ class Trainer:
 
     def _checkpoint_if_due_or_stopping(self, step):
         """Saves when the cadence says so; after a SIGTERM/SIGINT, saves and stops the run."""
-        # A signal to any worker stops all of them at this same step: saving is a collective.
-        if distribute.any_worker(self.strategy, self._stop_signal is not None):
-            self._stop_signal = self._stop_signal or signal.SIGTERM
-        if self._stop_signal or (self.checkpointer and self.checkpointer.due(step)):
+        # A signal to any worker stops all of them at this same step, as saving is a collective.
+        # Decided once: a signal that lands during the save below counts at the next call.
+        stopping = distribute.any_worker(self.strategy, self._stop_signal is not None)
+        if stopping or (self.checkpointer and self.checkpointer.due(step)):
             self._save_checkpoint()
-        if self._stop_signal:
+        if stopping:
+            signal_number = self._stop_signal or signal.SIGTERM  # SIGTERM: another worker's.
             saved = self.checkpointer.latest if self.checkpointer else "no checkpoint"
-            raise TrainingInterrupted(f"interrupted by {signal.Signals(self._stop_signal).name} "
-                                      f"at step {step}; state saved in {saved}", self._stop_signal)
+            raise TrainingInterrupted(f"interrupted by {signal.Signals(signal_number).name} "
+                                      f"at step {step}; state saved in {saved}", signal_number)
 
     def _save_checkpoint(self):
         """Saves the run's state (every replica holds the same model first); once per step."""
