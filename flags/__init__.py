@@ -6,14 +6,16 @@
     flags.training       --epochs, --seed, --model_dir, --steps_per_loop, --precision,
                          --jit_compile, --run_eagerly, --detect_anomaly, --profile_steps,
                          checkpoints
-    flags.distribution   --strategy, --cpu_devices, --gpus, --gpu_memory_growth
+    flags.distribution   --strategy, --communication, --cpu_devices, --gpus, --gpu_memory_growth
+    flags.diagnostics    --explain, --selftest, --selftest_perturb_replica
     flags.run_control    --max_steps, --max_time, --limit_*_batches, --val_check_interval,
                          --fast_dev_run, --overfit_batches, early stopping
     flags.optimization   --gradient_clip_val, --accumulate_grad_batches, --lr_schedule
     flags.output         --progress_bar, --log_every_n_steps, --tensorboard, --csv_log
 """
 
-from flags import dataset, distribution, model, optimization, output, run_control, training
+from flags import (dataset, diagnostics, distribution, model, optimization, output, run_control,
+                   training)
 
-__all__ = ["dataset", "distribution", "model", "optimization", "output", "run_control",
-           "training"]
+__all__ = ["dataset", "diagnostics", "distribution", "model", "optimization", "output",
+           "run_control", "training"]

@@ -6,9 +6,17 @@ from trainer import distribute
 
 STRATEGY = flags.DEFINE_enum(
     "strategy", "auto", list(distribute.STRATEGIES),
-    "tf.distribute strategy: 'auto' (MirroredStrategy when there are several GPUs or "
+    "tf.distribute strategy: 'auto' (multi_worker when the TF_CONFIG environment variable names "
+    "a cluster of several tasks, else MirroredStrategy when there are several GPUs or "
     "--cpu_devices > 1, else 'default'), 'default' (one device, no distribution), 'one_device' "
-    "(first GPU, else CPU), 'mirrored' (one replica per GPU, or per logical CPU device).")
+    "(first GPU, else CPU), 'mirrored' (one replica per GPU, or per logical CPU device), "
+    "'multi_worker' (MultiWorkerMirroredStrategy: one process per host, the cluster read from "
+    "TF_CONFIG; see docs/multi_worker.md).")
+COMMUNICATION = flags.DEFINE_enum(
+    "communication", "auto", list(distribute.COMMUNICATIONS),
+    "How --strategy=multi_worker all-reduces gradients between workers: 'ring' (ring all-reduce "
+    "over gRPC; works on CPUs), 'nccl' (NVIDIA NCCL; GPUs only) or 'auto' (TensorFlow chooses). "
+    "Only multi_worker uses it.")
 CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 1,
     "Split the CPU into this many logical devices (>= 1) before TensorFlow starts, so "

@@ -5,7 +5,9 @@ Run as a subprocess (one MirroredStrategy per process: ../shared/PITFALLS.md ite
     python tests/replica_run.py OUT.npz --strategy=mirrored --cpu_devices=2 --model=functional
 
 OUT.npz holds every module variable (replica 0's copy) by path; OUT.json the fit and validation
-logs and, per variable, the largest difference between its replica copies.
+logs and, per variable, the largest difference between its replica copies. Under
+--strategy=multi_worker (TF_CONFIG set by the caller) every worker writes its own OUT files, and
+OUT.npz also holds the test predictions and the labels gathered in the same order.
 """
 
 import argparse
@@ -31,6 +33,9 @@ def main():
     parser.add_argument("--gradient_clip_val", type=float, default=None)
     parser.add_argument("--gradient_clip_algorithm", default="norm")
     parser.add_argument("--accumulate_grad_batches", type=int, default=1)
+    parser.add_argument("--no_shuffle", action="store_true",
+                        help="keep the training order, so that 2 workers (each reading every "
+                             "second example) see the same global batches as one process")
     args = parser.parse_args()
 
     strategy = distribute.create_strategy(args.strategy, cpu_devices=args.cpu_devices)
@@ -47,8 +52,10 @@ def main():
     # 128 training examples = 4 steps of 32 per epoch (also with --batch_size=8
     # --accumulate_grad_batches=4); 68 validation examples end in a partial batch.
     datamodule = data.ArrayImageData(train=(images[:128], labels[:128]),
-                                     val=(images[128:], labels[128:]), num_classes=10,
-                                     batch_size=args.batch_size, seed=1)
+                                     val=(images[128:], labels[128:]),
+                                     test=(images[128:], labels[128:]), num_classes=10,
+                                     batch_size=args.batch_size, seed=1,
+                                     shuffle_buffer_size=1 if args.no_shuffle else 50_000)
     datamodule.setup()
     fitter = trainer.Trainer(strategy=strategy, epochs=args.epochs, steps_per_loop=3,
                              gradient_clip_val=args.gradient_clip_val,
@@ -69,7 +76,9 @@ def main():
     report = {"logs": logs, "replicas": strategy.num_replicas_in_sync,
               "largest_update": largest_update,
               "mismatches": distribute.replica_mismatches(strategy, module.variables)}
-    np.savez(args.out, **{v.path: np.asarray(v.numpy()) for v in module.variables})
+    predictions = {"predictions": fitter.predict(module, datamodule),
+                   "labels": distribute.gathered_labels(strategy, datamodule.test_dataset)}
+    np.savez(args.out, **{v.path: np.asarray(v.numpy()) for v in module.variables}, **predictions)
     with open(args.out.replace(".npz", ".json"), "w") as f:
         json.dump(report, f)
 

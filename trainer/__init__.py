@@ -9,6 +9,8 @@
 - `stopping.py`: stopping on signals and on NaN/Inf, with clear messages.
 - `checkpointing.py`: full-state checkpoints and exact resume.
 - `precision.py`, `plots.py`: mixed-precision policies; PNG plots of a run.
+- `selftest.py`, `explain.py`: `--selftest` (N replicas train like one device, checked) and
+  `--explain` (the resolved plan, in words).
 - `main.py`: the command line (`python -m trainer.main`).
 """
 

@@ -142,7 +142,10 @@ class BestModels:
         monitor: the logged metric to rank by, e.g. "val_accuracy".
         mode: "max", "min", or "auto" (max for names containing "acc", else min).
         top_k: how many to keep (>= 1).
-        is_chief: whether this process writes (others write to a temporary directory).
+        is_chief: whether this process writes to `directory`. The other workers of a
+            multi-worker run write their weights to a temporary directory, but read the
+            ranking from `directory`: every worker must make the same save decisions, because
+            saving takes part in collectives.
     """
 
     def __init__(self, directory: str, *, monitor: str = "val_accuracy", mode: str = "auto",
@@ -151,13 +154,17 @@ class BestModels:
             raise ValueError(f"monitor_mode ({mode!r}) must be one of ['auto', 'max', 'min']")
         if top_k < 1:
             raise ValueError(f"save_top_k ({top_k}) must be at least 1")
-        self.directory = directory if is_chief else tempfile.mkdtemp(prefix="best-")
+        self.directory = directory
         self.monitor = monitor
         self.higher_is_better = mode == "max" or (mode == "auto" and "acc" in monitor)
         self.top_k = top_k
         self.is_chief = is_chief
-        os.makedirs(self.directory, exist_ok=True)
         self.ranking: list[dict] = self._load()
+        # Other workers keep their copies until the run restores the best; the temporary
+        # directory is deleted when this object is, at the latest when the process exits.
+        self._temporary = None if is_chief else tempfile.TemporaryDirectory(prefix="best-")
+        self._write_directory = directory if is_chief else self._temporary.name
+        os.makedirs(self._write_directory, exist_ok=True)
 
     @property
     def best(self) -> dict | None:
@@ -175,13 +182,15 @@ class BestModels:
                              f"logged {sorted(k for k in logs if not k.endswith('seconds'))}")
         score = float(logs[self.monitor])
         entry = {"epoch": epoch + 1, "step": step, "score": score,
-                 "path": os.path.join(self.directory, f"epoch-{epoch + 1}")}
+                 "path": os.path.join(self._write_directory, f"epoch-{epoch + 1}")}
         ranking = sorted(self.ranking + [entry], key=lambda e: e["score"],
                          reverse=self.higher_is_better)
         if entry not in ranking[:self.top_k]:
             return False
         tf.train.Checkpoint(module=module).write(entry["path"])
         for dropped in ranking[self.top_k:]:
+            if os.path.dirname(dropped["path"]) != self._write_directory:
+                continue  # Another worker's weights (the chief's, read from best.json): not ours.
             for file_name in tf.io.gfile.glob(dropped["path"] + ".*"):
                 tf.io.gfile.remove(file_name)
         self.ranking = ranking[:self.top_k]

@@ -3,13 +3,32 @@
     default      no distribution: TensorFlow's default strategy on the default device
     one_device   everything placed on one device (the first GPU, else the CPU)
     mirrored     MirroredStrategy: one replica per GPU of this host (or per logical CPU device)
-    auto         mirrored when there are several GPUs or --cpu_devices > 1, else default
+    multi_worker MultiWorkerMirroredStrategy: one process per host ("worker"), each with one
+                 replica per GPU (or one on its CPU); the cluster is read from TF_CONFIG
+    auto         multi_worker when TF_CONFIG names a cluster of several tasks, else mirrored when
+                 there are several GPUs or --cpu_devices > 1, else default
+
+Every worker runs the same program on its own shard of the data; gradients are all-reduced over
+all replicas of all workers, so the workers hold identical copies of the model.
 """
+
+from collections.abc import Callable
+import json
+import os
 
 import numpy as np
 import tensorflow as tf
 
-STRATEGIES = ("auto", "default", "one_device", "mirrored")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+COMMUNICATIONS = {
+    "auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
+    "ring": tf.distribute.experimental.CommunicationImplementation.RING,
+    "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL,
+}
+_TF_CONFIG_RULE = (
+    'TF_CONFIG must be JSON naming every task of the cluster and this process\'s task, e.g. '
+    '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
+    '"index": 0}}, set before the program starts (see docs/multi_worker.md)')
 
 
 def split_cpu(num_devices: int) -> None:
@@ -54,18 +73,67 @@ def configure_gpus(gpus: list[int] | None = None, *, memory_growth: bool = True)
             tf.config.experimental.set_memory_growth(gpu, True)
 
 
+def tf_config_cluster() -> dict | None:
+    """The cluster that the TF_CONFIG environment variable names, checked; None if it is unset.
+
+    Returns:
+        {"cluster": {job: [address, ...]}, "task": {"type": job, "index": i}}.
+
+    Raises:
+        ValueError: naming TF_CONFIG, its value and the rule, if it is set but not usable.
+    """
+    text = os.environ.get("TF_CONFIG", "").strip()
+    if not text:
+        return None
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        addresses = cluster[task["type"]]
+        index = int(task["index"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"TF_CONFIG ({text}) is not usable ({type(error).__name__}: {error}). "
+                         f"{_TF_CONFIG_RULE}") from None
+    if not 0 <= index < len(addresses):
+        raise ValueError(f"TF_CONFIG ({text}) gives task index {index}, but the cluster has "
+                         f"{len(addresses)} {task['type']!r} task(s). {_TF_CONFIG_RULE}")
+    return config
+
+
+def _cluster_size(config: dict | None) -> int:
+    """How many tasks (processes) the TF_CONFIG cluster has; 0 without TF_CONFIG."""
+    return sum(len(addresses) for addresses in config["cluster"].values()) if config else 0
+
+
 def create_strategy(name: str = "auto", *, cpu_devices: int = 1, gpus: list[int] | None = None,
-                    gpu_memory_growth: bool = True) -> tf.distribute.Strategy:
+                    gpu_memory_growth: bool = True,
+                    communication: str = "auto") -> tf.distribute.Strategy:
     """Returns the strategy called `name` (see the module docstring).
 
     Device set-up (`cpu_devices`, `gpus`, `gpu_memory_growth`, see `split_cpu` and
-    `configure_gpus`) happens first, so call this before anything else touches TensorFlow.
+    `configure_gpus`) happens first, so call this before anything else touches TensorFlow. Under
+    `multi_worker` that is a hard rule: collective ops must be configured at program startup.
+
+    Args:
+        communication: how `multi_worker` all-reduces between workers: "ring" (gRPC, works on
+            CPUs), "nccl" (GPUs only) or "auto" (TensorFlow chooses).
 
     Raises:
-        ValueError: if `name` is not one of STRATEGIES, or a device argument is out of range.
+        ValueError: if `name` is not one of STRATEGIES, a device argument is out of range, or
+            `multi_worker` is asked for without a usable TF_CONFIG.
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy ({name!r}) must be one of {list(STRATEGIES)}")
+    if communication not in COMMUNICATIONS:
+        raise ValueError(f"communication ({communication!r}) must be one of "
+                         f"{list(COMMUNICATIONS)}")
+    cluster = tf_config_cluster()
+    if name == "auto" and _cluster_size(cluster) > 1:
+        name = "multi_worker"
+    if name == "multi_worker":
+        return _multi_worker_strategy(cluster, cpu_devices, gpus, gpu_memory_growth, communication)
+    if communication != "auto":
+        raise ValueError(f"communication ({communication!r}) only applies to "
+                         f"--strategy=multi_worker, not to {name!r}")
     configure_gpus(gpus, memory_growth=gpu_memory_growth)
     split_cpu(cpu_devices)
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
@@ -79,14 +147,65 @@ def create_strategy(name: str = "auto", *, cpu_devices: int = 1, gpus: list[int]
     return tf.distribute.MirroredStrategy(gpus or cpus)
 
 
-def describe(strategy: tf.distribute.Strategy) -> str:
-    """One line naming the strategy and its replica devices."""
+def _multi_worker_strategy(cluster, cpu_devices, gpus, gpu_memory_growth, communication):
+    """MultiWorkerMirroredStrategy over the TF_CONFIG cluster: one replica per local GPU, or one
+    on the CPU (it does not use logical CPU devices, hence the cpu_devices rule)."""
+    if cluster is None:
+        raise ValueError(f"strategy ('multi_worker') needs the TF_CONFIG environment variable, "
+                         f"which is not set. {_TF_CONFIG_RULE}")
+    if cpu_devices != 1:
+        raise ValueError(f"cpu_devices ({cpu_devices}) must be 1 with --strategy=multi_worker: "
+                         "MultiWorkerMirroredStrategy runs one replica per GPU, or one on the CPU, "
+                         "of each worker")
+    configure_gpus(gpus, memory_growth=gpu_memory_growth)
+    options = tf.distribute.experimental.CommunicationOptions(
+        implementation=COMMUNICATIONS[communication])
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """How many processes (workers) the strategy spans: 1 unless it is multi-worker."""
+    resolver = strategy.cluster_resolver
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return 1
+    return sum(len(tasks) for job, tasks in resolver.cluster_spec().as_dict().items()
+               if job in ("chief", "worker"))
+
+
+def worker_index(strategy: tf.distribute.Strategy) -> int:
+    """This process's input pipeline id (0 outside multi-worker training): the chief first."""
+    resolver = strategy.cluster_resolver
+    if num_workers(strategy) == 1:
+        return 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_id + (1 if has_chief and resolver.task_type == "worker" else 0)
+
+
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The strategy's public name (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    return type(strategy).__name__
+
+
+def replica_devices(strategy: tf.distribute.Strategy) -> list[str]:
+    """The devices of this process's replicas."""
     try:
-        devices = strategy.extended.worker_devices
+        return list(strategy.extended.worker_devices)
     except RuntimeError:  # The default strategy has no device list: it uses the default device.
-        devices = ["the default device"]
-    return (f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s) on "
-            f"{', '.join(devices)}")
+        return ["the default device"]
+
+
+def describe(strategy: tf.distribute.Strategy) -> str:
+    """One line naming the strategy, its replicas and workers, and this process's devices."""
+    devices = replica_devices(strategy)
+    workers = num_workers(strategy)
+    where = f"on {', '.join(devices)}"
+    if workers > 1:
+        role = "the chief, which writes the files" if is_chief(strategy) else "not the chief"
+        where = (f"over {workers} worker(s); this process is worker {worker_index(strategy)} "
+                 f"({role}) with {len(devices)} replica(s) {where}")
+    return f"{strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s) {where}"
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -108,3 +227,33 @@ def replica_mismatches(strategy: tf.distribute.Strategy, variables) -> dict[str,
         if spread > 0:
             mismatches[variable.path] = spread
     return mismatches
+
+
+def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
+    """Whether `flag` is True on any worker; every worker must call it (it is an all-reduce).
+
+    A host-side decision that leads to a collective, such as reading the metrics for a progress
+    line when a timer fires, must come out the same on every worker: a worker that reads alone
+    waits forever for the others. Outside multi-worker training it returns `flag`.
+    """
+    if num_workers(strategy) == 1:
+        return flag
+    votes = strategy.run(lambda: tf.constant(float(flag)))
+    return float(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)) > 0
+
+
+def gathered_labels(strategy: tf.distribute.Strategy,
+                    make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset]
+                    ) -> np.ndarray:
+    """The labels of a distributed dataset of (inputs, labels) batches, in the order in which
+    `strategy.gather` returns per-replica outputs (e.g. `Trainer.predict`'s predictions).
+
+    That order is, per batch, replica 0's slice, then replica 1's, ...: under multi-worker training,
+    where each worker reads its own shard, it interleaves the shards batch by batch, so it is not
+    the dataset's order. Every worker must call this (each gather is a collective).
+
+    Args:
+        make_dataset: `fn(tf.distribute.InputContext) -> tf.data.Dataset` of (inputs, labels).
+    """
+    dataset = strategy.distribute_datasets_from_function(make_dataset)
+    return np.concatenate([strategy.gather(labels, axis=0).numpy() for _, labels in dataset])

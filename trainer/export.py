@@ -7,6 +7,9 @@ does not need to know that the model expects floats in [0, 1]:
     probabilities = model.signatures["serving_default"](images=uint8_batch)["probabilities"]
 """
 
+import shutil
+import tempfile
+
 import tensorflow as tf
 
 
@@ -24,8 +27,17 @@ class _Serving(tf.Module):
         return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32))}
 
 
-def export_for_serving(module, input_shape: tuple[int, ...], path: str) -> str:
-    """Writes `module` as a SavedModel at `path` with a uint8 -> probabilities signature."""
+def export_for_serving(module, input_shape: tuple[int, ...], path: str, *,
+                       is_chief: bool = True) -> str:
+    """Writes `module` as a SavedModel at `path` with a uint8 -> probabilities signature.
+
+    Under multi-worker training every worker must call it: saving reads the variables, which can
+    be a collective (the TensorFlow multi-worker guide saves on every worker). Only the chief
+    writes to `path`; the others write to a temporary directory that they delete.
+    """
+    target = path if is_chief else tempfile.mkdtemp(prefix="export-")
     serving = _Serving(module, tuple(input_shape))
-    tf.saved_model.save(serving, path, signatures={"serving_default": serving.serve})
+    tf.saved_model.save(serving, target, signatures={"serving_default": serving.serve})
+    if not is_chief:
+        shutil.rmtree(target, ignore_errors=True)
     return path

@@ -5,6 +5,7 @@ optimizer step (traced), and the `_..._loop` methods are the glue that runs many
 call. ../shared/PITFALLS.md explains each rule the comments cite.
 """
 
+import signal
 import time
 
 from absl import logging
@@ -539,10 +540,17 @@ class Trainer:
 
     def _checkpoint_if_due_or_stopping(self, step):
         """Saves when the cadence says so; after a SIGTERM/SIGINT, saves and stops the run."""
-        if self._stop_signal or (self.checkpointer and self.checkpointer.due(step)):
+        # Under multi-worker every worker must stop at the same step (saving is a collective), so
+        # a signal or a stop request (e.g. Timer's, which reads each host's clock) on any worker
+        # stops all. Voted once per call: a signal landing during the save counts at the next.
+        signalled = distribute.any_worker(self.strategy, self._stop_signal is not None)
+        if distribute.any_worker(self.strategy, self.should_stop) and not self.should_stop:
+            self.request_stop("another worker's request")
+        if signalled or (self.checkpointer and self.checkpointer.due(step)):
             self._save_checkpoint()
-        if self._stop_signal:
-            raise TrainingInterrupted.after(self._stop_signal, step, self.checkpointer)
+        if signalled:
+            signal_number = self._stop_signal or signal.SIGTERM  # SIGTERM: another worker's.
+            raise TrainingInterrupted.after(signal_number, step, self.checkpointer)
 
     def _save_checkpoint(self):
         """Saves the run's state (every replica holds the same model first); once per step."""
@@ -566,14 +574,15 @@ class Trainer:
 
     def _log_plan(self):
         replicas = self.strategy.num_replicas_in_sync
+        workers = distribute.num_workers(self.strategy)
         batch_size = self.datamodule.batch_size
         self._print(distribute.describe(self.strategy))
         micro = (f" x {self.accumulate_grad_batches} micro-batches per optimizer step"
                  if self.accumulate_grad_batches > 1 else "")
         self._print(f"global batch {batch_size} = {replicas} replica(s) x {batch_size // replicas} "
-                    f"per replica{micro} | {self.steps_per_epoch} steps per epoch | "
-                    f"{self.epochs} epochs" + (f" | at most {self.max_steps} steps"
-                                               if self.max_steps else ""))
+                    f"per replica{micro}, on {workers} worker(s) | {self.steps_per_epoch} steps "
+                    f"per epoch | {self.epochs} epochs"
+                    + (f" | at most {self.max_steps} steps" if self.max_steps else ""))
         dropped = getattr(self.datamodule, "dropped_per_epoch", lambda: 0)()
         if dropped and not self.limits["train"]:
             self._print(f"{dropped} training examples per epoch do not fill a global batch and "
