@@ -68,6 +68,14 @@ class Callback:
         """Restores what `state_dict` returned."""
 
 
+def with_defaults(callbacks, defaults: dict) -> list[Callback]:
+    """`callbacks` after the enabled defaults ({class: enabled}) whose class it does not hold:
+    a ProgressBar among `callbacks` replaces the default one."""
+    given = {type(callback) for callback in callbacks}
+    return [default() for default, enabled in defaults.items()
+            if enabled and default not in given] + list(callbacks)
+
+
 class CallbackState(tf.train.experimental.PythonState):
     """Puts every callback's `state_dict` into the run's `tf.train.Checkpoint`, as one JSON string."""
 

@@ -164,6 +164,13 @@ class ReducedGradientStep:
             self.loss_scale.update(finite)
         return loss, finite
 
+    def checkpointed(self) -> dict:
+        """The state a resumed run needs: the skip count and the loss scale."""
+        state = {"skipped_steps": self.skipped_steps}
+        if self.loss_scale:
+            state["loss_scale"] = [self.loss_scale.scale, self.loss_scale.finite_steps]
+        return state
+
     def _accumulate(self, batch):
         """Adds one micro-batch's gradients to this replica's sums; runs on every replica."""
         variables = self.module.trainable_variables

@@ -20,13 +20,13 @@ from trainer import evaluation
 from trainer import optimization
 from trainer import precision as precision_lib
 from trainer import progress
+from trainer import reporting
 from trainer import schedule as schedule_lib
 from trainer import stopping
 
 TrainingInterrupted = stopping.TrainingInterrupted
 AnomalyDetected = stopping.AnomalyDetected
 _UNLIMITED = 2**31 - 1  # "until the data ends", as a step bound for tf.range
-_TIMINGS = ("_seconds", "_per_s")  # Suffixes of the logs' timing entries.
 
 
 class Trainer:
@@ -159,15 +159,11 @@ class Trainer:
         self.checkpointer = checkpointer
         self.resume_from = resume_from
         self.best_models = best_models
-        # A ProgressBar or ModelSummary among `callbacks` replaces the default one.
-        given = {type(callback) for callback in callbacks}
-        defaults = [default() for default, enabled in [(progress.ProgressBar, enable_progress_bar),
-                                                       (callbacks_lib.ModelSummary,
-                                                        enable_model_summary)]
-                    if enabled and default not in given]
+        defaults = {progress.ProgressBar: enable_progress_bar,
+                    callbacks_lib.ModelSummary: enable_model_summary}
+        self.callbacks = callbacks_lib.with_defaults(callbacks, defaults)
         if self.profile_steps and not fast_dev_run:
-            defaults.append(callbacks_lib.Profiler(*self.profile_steps, profile_dir))
-        self.callbacks = defaults + list(callbacks)
+            self.callbacks.append(callbacks_lib.Profiler(*self.profile_steps, profile_dir))
         for callback in self.callbacks:
             callback.set_trainer(self)
         self.should_stop = False  # Set by callbacks (and signals) to end `fit` after this call.
@@ -238,7 +234,7 @@ class Trainer:
                     logs.update(self._validate())
                 logs["elapsed_seconds"] = time.perf_counter() - start_time
                 self.history.append(logs)
-                self._print(self._epoch_line(epoch, logs))
+                self._print(reporting.epoch_line(epoch, self.epochs, self.global_step, logs))
                 if self.best_models and self.best_models.monitor in logs:
                     self.best_models.update(self.module, epoch, self.global_step, logs)
                 self._call("on_epoch_end", epoch, logs)
@@ -264,7 +260,7 @@ class Trainer:
         self._setup(module, datamodule)
         self.data.require("test")
         logs = self._evaluate("test", limit=self.limits["test"])
-        self._print("test | " + _format(_metrics_only(logs)))
+        self._print("test | " + reporting.format_logs(reporting.metrics_only(logs)))
         self._call("on_test_end", logs)
         return logs
 
@@ -461,7 +457,7 @@ class Trainer:
         logs = self._evaluate("val", limit=self.num_sanity_val_steps)
         self.module.logbook.reset("val")
         self._print(f"sanity check: {self.num_sanity_val_steps} validation batch(es) ran | "
-                    + _format(_metrics_only(logs)))
+                    + reporting.format_logs(reporting.metrics_only(logs)))
 
     def _evaluate(self, stage, limit=None):
         """Runs the stage's step hook over its dataset (at most `limit` batches); returns the
@@ -526,10 +522,7 @@ class Trainer:
                  "untracked": checkpointing.untracked_variables(self.module),
                  "callbacks": callbacks_lib.CallbackState(self.callbacks)}
         if self.reduced_step:
-            state["skipped_steps"] = self.reduced_step.skipped_steps
-        if self.reduced_step and self.reduced_step.loss_scale:
-            scale = self.reduced_step.loss_scale
-            state["loss_scale"] = [scale.scale, scale.finite_steps]
+            state.update(self.reduced_step.checkpointed())
         self.checkpointer.track(**state)
         with self.strategy.scope():
             restored = self.checkpointer.restore(self.resume_from)
@@ -573,26 +566,11 @@ class Trainer:
             logging.info("%s", line)
 
     def _log_plan(self):
-        replicas = self.strategy.num_replicas_in_sync
-        workers = distribute.num_workers(self.strategy)
-        batch_size = self.datamodule.batch_size
-        self._print(distribute.describe(self.strategy))
-        micro = (f" x {self.accumulate_grad_batches} micro-batches per optimizer step"
-                 if self.accumulate_grad_batches > 1 else "")
-        self._print(f"global batch {batch_size} = {replicas} replica(s) x {batch_size // replicas} "
-                    f"per replica{micro}, on {workers} worker(s) | {self.steps_per_epoch} steps "
-                    f"per epoch | {self.epochs} epochs"
-                    + (f" | at most {self.max_steps} steps" if self.max_steps else ""))
-        dropped = getattr(self.datamodule, "dropped_per_epoch", lambda: 0)()
-        if dropped and not self.limits["train"]:
-            self._print(f"{dropped} training examples per epoch do not fill a global batch and "
-                        "are left out of that epoch (a different few each epoch: the order is "
-                        "reshuffled)")
-
-    def _epoch_line(self, epoch, logs):
-        return (f"epoch {epoch + 1}/{self.epochs} | step {self.global_step} | "
-                f"{_format(_metrics_only(logs))} | {logs['train_seconds']:.1f} s | "
-                f"{logs['train_images_per_s']:.0f} img/s")
+        for line in reporting.plan_lines(
+                self.strategy, self.datamodule, steps_per_epoch=self.steps_per_epoch,
+                epochs=self.epochs, max_steps=self.max_steps,
+                micro_batches=self.accumulate_grad_batches, limited=bool(self.limits["train"])):
+            self._print(line)
 
 
 def _check_positive(**arguments):
@@ -605,13 +583,3 @@ def _check_non_negative(**arguments):
     for name, value in arguments.items():
         if value is not None and value < 0:
             raise ValueError(f"{name} ({value}) must be >= 0")
-
-
-def _metrics_only(logs: dict[str, float]) -> dict[str, float]:
-    """The logs without their timing entries."""
-    return {name: value for name, value in logs.items() if not name.endswith(_TIMINGS)}
-
-
-def _format(logs: dict[str, float]) -> str:
-    return " | ".join(f"{name} {value}" if isinstance(value, int) else f"{name} {value:.4f}"
-                      for name, value in logs.items())
