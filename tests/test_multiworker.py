@@ -209,7 +209,7 @@ def test_only_the_chief_writes_files(uninterrupted):
     root, ((_, chief_log), (_, worker_log)) = uninterrupted
     assert sorted(os.listdir(root / "run0")) == [
         "best", "checkpoints", "confusion_matrix.png", "curves.png", "export", "history.json",
-        "results.json", "run_config.json"]
+        "metrics.csv", "results.json", "run_config.json", "tensorboard", "timings.json"]
     assert not os.path.exists(root / "run1")
     # The other worker's temporary checkpoints, best weights and export are gone too.
     assert not glob.glob(str(root / "tmp1" / "checkpoints-*")) + glob.glob(
@@ -330,8 +330,22 @@ def test_explain_prints_the_plan_without_training(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for expected in ("MirroredStrategy: 1 worker process(es) x 2 replica(s) each = 2 replica(s)",
                      "global batch 32 = 2 replica(s) x 16 examples per replica per step",
-                     "2 steps per epoch x 10 epoch(s) = 20 optimizer steps; 6 of the 70",
+                     "2 optimizer steps per epoch x 10 epoch(s) = 20 optimizer steps; 6 of the 70",
                      "inside optimizer.apply_gradients", "precision       --precision=32",
                      "every 1000 steps and at every epoch end"):
         assert expected in result.stdout, expected
     assert "epoch 1/" not in result.stderr and not os.path.exists(tmp_path / "run")
+
+
+def test_explain_says_where_clipping_and_accumulation_happen(tmp_path):
+    result = run_main_mocked(["--explain", "--strategy=mirrored", "--cpu_devices=2",
+                              "--batch_size=16", "--gradient_clip_val=0.5",
+                              "--accumulate_grad_batches=2", f"--model_dir={tmp_path / 'run'}"],
+                             num_examples=70)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = " ".join(result.stdout.split())  # Undo the line wrapping.
+    for expected in ("Gradients of 2 global batches add up to one optimizer step of 32 examples",
+                     "2 optimizer steps per epoch",  # 4 batches of 16 / 2 micro-batches
+                     "then one all-reduce SUMS the 2 replicas' sums",
+                     "global L2 norm is clipped to 0.5, AFTER the all-reduce"):
+        assert expected in text, expected
