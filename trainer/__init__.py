@@ -2,9 +2,12 @@
 
 - `module.py`: `Module`, the LightningModule analogue, and the `LogBook` behind `Module.log`.
 - `classifier.py`: `ImageClassifier`, the tutorial's task.
-- `trainer.py`: `Trainer`, the hand-written `tf.function` loop.
+- `trainer.py`: `Trainer`, the hand-written `tf.function` loop; `schedule.py` (when things
+  happen, in optimizer steps), `datasets.py` (the data per strategy), `evaluation.py` (hooks on
+  replicas with empty batches), `reporting.py` (the printed lines).
 - `distribute.py`: strategy selection and replica checks.
-- `callbacks.py`, `progress.py`: the Callback hooks; EarlyStopping, Timer, ProgressBar, ...
+- `callbacks.py`, `progress.py`, `loggers.py` (+ `summaries.py`): the Callback hooks;
+  EarlyStopping, Timer, ProgressBar, TensorBoard and CSV loggers, ...
 - `optimization.py`: clipping, accumulation and fp16 loss scaling on all-reduced gradients.
 - `stopping.py`: stopping on signals and on NaN/Inf, with clear messages.
 - `checkpointing.py`: full-state checkpoints and exact resume.
