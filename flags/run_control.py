@@ -28,7 +28,7 @@ VAL_CHECK_INTERVAL = flags.DEFINE_integer(
     "end of each epoch. Default: validate at epoch ends.", lower_bound=1)
 CHECK_VAL_EVERY_N_EPOCH = flags.DEFINE_integer(
     "check_val_every_n_epoch", 1,
-    "Validate at the end of every N-th epoch (>= 1).", lower_bound=1)
+    "Validate at the end of every N-th epoch (>= 1), and when training ends.", lower_bound=1)
 NUM_SANITY_VAL_STEPS = flags.DEFINE_integer(
     "num_sanity_val_steps", 2,
     "Validation batches (>= 0) run before training starts, so that an error in validation_step "

@@ -63,6 +63,7 @@ def test_max_steps_stops_mid_epoch_exactly():
     assert logs["steps"] == 21 and fitter.global_step == 21
     assert logs["stop_reason"] == "max_steps"
     assert len(fitter.history) == 2  # epoch 1 complete, epoch 2 cut at step 21
+    assert "val_loss" in fitter.history[1]  # training is over: the last model is validated
 
 
 def test_limit_train_and_val_batches():
@@ -79,8 +80,8 @@ def test_val_check_interval_counts_steps_across_epochs():
 
 
 def test_check_val_every_n_epoch():
-    _, recorder, _, _ = _run(epochs=4, check_val_every_n_epoch=2, num_sanity_val_steps=0)
-    assert recorder.steps_of("validation") == [32, 64]
+    _, recorder, _, _ = _run(epochs=5, check_val_every_n_epoch=2, num_sanity_val_steps=0)
+    assert recorder.steps_of("validation") == [32, 64, 80]  # and after the last epoch
 
 
 def test_log_every_n_steps_ends_loop_calls_on_its_multiples():
@@ -255,6 +256,8 @@ def test_fast_dev_run_writes_nothing(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert not model_dir.exists()
     assert "epoch 1/1 | step 1 |" in result.stderr and "test | test_loss" in result.stderr
+    epoch_line = next(line for line in result.stderr.splitlines() if "epoch 1/1 | step 1 |" in line)
+    assert "val_loss" in epoch_line  # one validation batch ran too
 
 
 def test_deterministic_runs_write_identical_results(tmp_path):

@@ -58,10 +58,13 @@ class RunSchedule:
         return bool(self.val_check_interval) and step % self.val_check_interval == 0
 
     def validate_at_epoch_end(self, epoch: int, step: int) -> bool:
-        """Whether epoch-end validation is due: the epoch ran to its end and it is every n-th."""
+        """Whether epoch-end validation is due: the epoch ran to its end and it is every n-th,
+        or training is over (the last step, also mid-epoch at `max_steps`)."""
+        if self.val_check_interval:
+            return False
         completed = step == (epoch + 1) * self.steps_per_epoch
-        return (completed and not self.val_check_interval
-                and (epoch + 1) % self.check_val_every_n_epoch == 0)
+        return ((completed and (epoch + 1) % self.check_val_every_n_epoch == 0)
+                or step == self.total_steps)
 
     def finished(self, epoch: int, step: int) -> bool:
         """Whether training is over before `epoch` starts, at `step`."""

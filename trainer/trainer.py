@@ -71,7 +71,7 @@ class Trainer:
             global batches per epoch / validation / test (None: all; 0 turns validation off).
         val_check_interval: validate every this many optimizer steps, across epoch ends,
             instead of at epoch ends (None: at epoch ends).
-        check_val_every_n_epoch: validate at the end of every n-th epoch.
+        check_val_every_n_epoch: validate at the end of every n-th epoch (and at the last step).
         num_sanity_val_steps: validation batches run before training, to catch errors in
             `validation_step` before a long training run instead of after its first epoch.
         fast_dev_run: one training step, one validation and one test batch; no checkpoints,
