@@ -13,10 +13,10 @@ MODEL_DIR = flags.DEFINE_string(
     "Directory for everything a run writes (results.json, ...); default runs/<dataset>-<model>.")
 STEPS_PER_LOOP = flags.DEFINE_integer(
     "steps_per_loop", 100,
-    "Training steps run per tf.function call (>= 1). Each call costs a Python dispatch and a host "
-    "sync; 100 steps per call made that cost negligible for both CNNs on CPU while progress lines "
-    "(read once per call) still come every few seconds. Validation still runs exactly at epoch "
-    "ends: a call never crosses an epoch boundary.", lower_bound=1)
+    "Most training steps run per tf.function call (>= 1). Each call costs a Python dispatch and a "
+    "host sync; 100 steps per call made that cost negligible for both CNNs on CPU. A call also "
+    "ends at every step where something is due (epoch end, --log_every_n_steps, validation, "
+    "checkpoints), so cadences stay exact.", lower_bound=1)
 PRECISION = flags.DEFINE_enum(
     "precision", "32", list(precision.POLICIES),
     "Numeric precision: '32' (float32, the tutorial's), 'bf16-mixed' (bfloat16 compute with "
