@@ -87,9 +87,11 @@ def run_trainer(model_name, steps, precision_name="32", steps_per_loop=100, jit_
         module = trainer.ImageClassifier(_network(model_name), learning_rate=3e-4)
         checkpointer = (checkpointing.Checkpointer(checkpoint_dir, every_n_steps=checkpoint_every)
                         if checkpoint_every else None)
-        fitter = trainer.Trainer(epochs=2, steps_per_loop=steps_per_loop, progress_every_s=1e9,
+        # Loop calls of steps_per_loop steps, as measured: logging cadence matched to it.
+        fitter = trainer.Trainer(epochs=2, steps_per_loop=steps_per_loop,
+                                 log_every_n_steps=steps_per_loop, precision=precision_name,
                                  jit_compile=jit_compile, checkpointer=checkpointer,
-                                 enable_model_summary=False)
+                                 enable_progress_bar=False, enable_model_summary=False)
         fitter.fit(module, _datamodule(steps))
     finally:
         precision.set_precision("32")
