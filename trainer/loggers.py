@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import callbacks
+from trainer import distribute
 from trainer import summaries
 
 _STAGES = ("train", "val", "test")
@@ -103,12 +104,15 @@ class TensorBoardLogger(callbacks.Callback):
         self._close()
 
     def on_test_end(self, logs):
-        # Every worker predicts (a collective under multi-worker training); the chief writes.
+        # Every worker predicts and gathers the labels (collectives under multi-worker training);
+        # the labels travel the same distributed path, so they pair with the predictions.
         probabilities = self.trainer.predict(self.trainer.module, self.trainer.datamodule)
+        labels = distribute.gathered_labels(self.trainer.strategy,
+                                            self.trainer.datamodule.predict_dataset)
         if self.trainer.is_chief:
             step = self.trainer.global_step
             self._write_epoch_scalars(logs, step)
-            self._write_confusion_matrix(probabilities, step)
+            self._write_confusion_matrix(labels, probabilities.argmax(axis=-1), step)
         self._close()
 
     # ---- Helpers: only the chief writes ----------------------------------------------------------
@@ -148,18 +152,11 @@ class TensorBoardLogger(callbacks.Callback):
             self._samples = images[:self.num_samples], labels[:self.num_samples]
         return self._samples
 
-    def _write_confusion_matrix(self, probabilities, step):
-        """Counts (true, predicted) pairs over the test set; draws them and lists them."""
+    def _write_confusion_matrix(self, labels, predicted, step):
+        """Counts (true, predicted) pairs over the predicted (test) set; draws and lists them."""
         datamodule = self.trainer.datamodule
-        labels = np.concatenate([batch_labels.numpy() for _, batch_labels in
-                                 datamodule.test_dataset(tf.distribute.InputContext())])
-        if len(labels) != len(probabilities):
-            logging.warning("no confusion matrix: the predict dataset (%d examples) is not the "
-                            "test set (%d)", len(probabilities), len(labels))
-            return
         num_classes = len(datamodule.class_names)
-        matrix = tf.math.confusion_matrix(labels, probabilities.argmax(axis=-1),
-                                          num_classes=num_classes).numpy()
+        matrix = tf.math.confusion_matrix(labels, predicted, num_classes=num_classes).numpy()
         with self._writing("test"):
             summaries.images("confusion_matrix/heat_map", summaries.heat_map(matrix), step)
             summaries.text("confusion_matrix/counts",
