@@ -7,8 +7,9 @@
 """
 
 from data.arrays import ArrayImageData
-from data.datamodule import DataModule
-from data.image_classification import ImageClassificationData
+from data.datamodule import STAGES, DataModule
+from data.image_classification import ImageClassificationData, scale_pixels
 from data.tfds_images import TFDSImageData
 
-__all__ = ["ArrayImageData", "DataModule", "ImageClassificationData", "TFDSImageData"]
+__all__ = ["STAGES", "ArrayImageData", "DataModule", "ImageClassificationData", "TFDSImageData",
+           "scale_pixels"]

@@ -2,6 +2,10 @@
 
 import tensorflow as tf
 
+# The stages of a run, in the order they first run; metric names carry them as a prefix
+# ("val_loss"), and a DataModule has one split per stage.
+STAGES = ("train", "val", "test")
+
 
 class DataModule:
     """Owns a run's data: preparing it, and building one tf.data pipeline per input pipeline.

@@ -12,13 +12,21 @@ import tensorflow as tf
 
 from data import datamodule
 
-STAGES = ("train", "val", "test")
 _PAD = 4  # Pixels of zero padding around each image before the random crop.
 
 
+def scale_pixels(images: tf.Tensor) -> tf.Tensor:
+    """uint8 pixels in [0, 255] -> float32 in [0, 1]: the network's input.
+
+    Training, evaluation and the exported serving signature (trainer/vision/export.py) all call
+    this one function, so serving cannot silently diverge from training.
+    """
+    return tf.cast(images, tf.float32) / 255.0
+
+
 def _to_float(images, labels):
-    """uint8 pixels in [0, 255] -> float32 in [0, 1]; done per batch, after the cache, to keep it small."""
-    return tf.cast(images, tf.float32) / 255.0, tf.cast(labels, tf.int32)
+    """Scales a batch's pixels; done per batch, after the cache, to keep the cache small (uint8)."""
+    return scale_pixels(images), tf.cast(labels, tf.int32)
 
 
 def _without_autotune(dataset):

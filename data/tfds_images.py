@@ -4,6 +4,7 @@ import os
 
 import tensorflow_datasets as tfds
 
+from data import datamodule
 from data import image_classification
 
 
@@ -64,7 +65,7 @@ class TFDSImageData(image_classification.ImageClassificationData):
         self._input_shape = shape
         self.num_classes = features["label"].num_classes
         self.class_names = list(features["label"].names)
-        for stage in image_classification.STAGES:
+        for stage in datamodule.STAGES:
             self._counts[stage] = self._count(stage)
 
     def _count(self, stage):

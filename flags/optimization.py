@@ -2,7 +2,7 @@
 
 from absl import flags
 
-from trainer import optimization
+from trainer import config
 
 GRADIENT_CLIP_VAL = flags.DEFINE_float(
     "gradient_clip_val", None,
@@ -10,7 +10,7 @@ GRADIENT_CLIP_VAL = flags.DEFINE_float(
     "value per element with --gradient_clip_algorithm=value (> 0). Default: no clipping.",
     lower_bound=0.0)
 GRADIENT_CLIP_ALGORITHM = flags.DEFINE_enum(
-    "gradient_clip_algorithm", "norm", list(optimization.CLIP_ALGORITHMS),
+    "gradient_clip_algorithm", "norm", list(config.CLIP_ALGORITHMS),
     "How --gradient_clip_val clips: 'norm' (scale all gradients so their global norm is at most "
     "the value) or 'value' (clamp each element to [-value, value]).")
 ACCUMULATE_GRAD_BATCHES = flags.DEFINE_integer(

@@ -12,6 +12,8 @@ import data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
+# A TFDS data_dir holding a prepared cifar10, for the few tests that need the real dataset.
+REAL_DATA_ENV = "TRAINER_TEST_DATA_DIR"
 
 
 def subprocess_env():
@@ -61,6 +63,16 @@ def tiny_network():
     """A 2-layer MLP for quadrant_data: trains in a second."""
     return tf.keras.Sequential([tf.keras.layers.Flatten(), tf.keras.layers.Dense(16, activation="relu"),
                                 tf.keras.layers.Dense(4)])
+
+
+@pytest.fixture
+def real_data_dir():
+    """The prepared real datasets' directory; the test is skipped, saying why, without it."""
+    path = os.environ.get(REAL_DATA_ENV)
+    if not path:
+        pytest.skip(f"{REAL_DATA_ENV} is not set: point it at a TFDS data_dir that holds a "
+                    "prepared cifar10 to run this test")
+    return path
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 Run as a subprocess (one MirroredStrategy per process): `python tests/overflow_run.py`.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -65,16 +66,16 @@ def main():
     initial = replica_copies()
     fitter.fit(module, datamodule)  # Step 1: replica 1 overflows.
     after_overflow = replica_copies()
-    scale_after_overflow = float(fitter.reduced_step.loss_scale.scale.numpy())
-    fitter.max_steps = 4
+    scale_after_overflow = float(fitter.step_functions.loss_scale.scale.numpy())
+    fitter.loop_config = dataclasses.replace(fitter.loop_config, max_steps=4)
     fitter.fit(module, datamodule)  # Steps 2-4: finite everywhere.
     print(json.dumps({
         "compute_dtype": network.layers[1].compute_dtype,
         "initial": initial, "after_overflow": after_overflow, "after_4_steps": replica_copies(),
         "steps": fitter.global_step,
-        "skipped_steps": int(fitter.reduced_step.skipped_steps.numpy()),
+        "skipped_steps": int(fitter.step_functions.skipped_steps.numpy()),
         "scale_after_overflow": scale_after_overflow,
-        "scale_after_4_steps": float(fitter.reduced_step.loss_scale.scale.numpy())}))
+        "scale_after_4_steps": float(fitter.step_functions.loss_scale.scale.numpy())}))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import layers
 import trainer
 from conftest import ROOT, TESTS, run_main_mocked, subprocess_env
 from trainer import checkpointing
-from trainer import export
+from trainer.vision import export
 
 NUM_EXAMPLES = 640  # 20 steps of 32 per epoch.
 # Dropout and augmentation make every step draw random numbers: resume must redraw the same ones.

@@ -16,4 +16,4 @@ def test_docs_have_references():
         text = f.read()
     references = re.findall(r"\[`([\w/]+\.py): ([\w.]+)`\]", text)
     assert len(references) >= 20
-    assert ("trainer/trainer.py", "Trainer._train_step") in references
+    assert ("trainer/steps.py", "StepFunctions.train_step") in references

@@ -1,5 +1,7 @@
 """The Trainer on one device, in process: learning, logging, prediction, eager mode, errors."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -117,7 +119,7 @@ def test_bad_trainer_arguments_are_named():
 def test_fit_again_continues_until_the_new_epoch_count():
     fitter, module, datamodule = _fit(epochs=1)
     fitter.fit(module, datamodule)
-    fitter.epochs = 2
+    fitter.loop_config = dataclasses.replace(fitter.loop_config, epochs=2)
     logs = fitter.fit(module, datamodule)
     assert logs["steps"] == 2 * 16 and len(fitter.history) == 2
 
@@ -128,9 +130,9 @@ def test_step_functions_are_traced_once():
     fitter, module, datamodule = _fit(epochs=3, steps_per_loop=3)
     fitter.fit(module, datamodule)
     fitter.test(module, datamodule)
-    assert fitter._functions["train"].experimental_get_tracing_count() == 1
-    assert fitter._functions["val"].experimental_get_tracing_count() == 1
-    assert fitter._functions["test"].experimental_get_tracing_count() == 1
+    assert fitter.step_functions.compiled["train"].experimental_get_tracing_count() == 1
+    assert fitter.step_functions.compiled["val"].experimental_get_tracing_count() == 1
+    assert fitter.step_functions.compiled["test"].experimental_get_tracing_count() == 1
 
 
 def test_bf16_mixed_precision_learns_with_float32_logits():
@@ -171,5 +173,5 @@ def test_xla_step_trains_like_the_plain_step():
         fitter = trainer.Trainer(epochs=1, jit_compile=jit_compile)
         module = trainer.ImageClassifier(_tiny_network(), learning_rate=1e-2)
         results.append(fitter.fit(module, _datamodule())["train_loss"])
-        assert ("xla_train_step" in fitter._functions) == jit_compile
+        assert ("xla_train_step" in fitter.step_functions.compiled) == jit_compile
     assert results[1] == pytest.approx(results[0], rel=1e-3)

@@ -11,8 +11,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_main_mocked
-from trainer import loggers
-from trainer import summaries
+from trainer.callbacks import loggers
+from trainer.callbacks import summaries
+from trainer.vision import loggers as vision_loggers
 
 # 64 mocked examples in every split at batch 16: 4 steps per epoch, a per-step entry every 2.
 NUM_EXAMPLES = 64
@@ -178,8 +179,9 @@ def test_csv_non_chief_writes_nothing(tmp_path):
 def test_bad_arguments_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"log_every_n_steps \(0\) must be at least 1"):
         loggers.CSVLogger(str(tmp_path / "metrics.csv"), log_every_n_steps=0)
-    with pytest.raises(ValueError, match=r"num_samples \(-1\) must be >= 0"):
-        loggers.TensorBoardLogger(logdir=str(tmp_path), num_samples=-1)
+    with pytest.raises(ValueError, match=r"num_samples \(0\) must be at least 1"):
+        vision_loggers.SamplePredictions(loggers.TensorBoardLogger(logdir=str(tmp_path)),
+                                         num_samples=0)
 
 
 # ---- The pictures, drawn with tf ops -----------------------------------------------------------

@@ -25,7 +25,6 @@ from conftest import ROOT, TESTS, run_main_mocked, run_python, subprocess_env
 from trainer import distribute
 
 TIMEOUT_S = 120
-SHARED_DATA = os.path.join(ROOT, "..", "shared", "tensorflow_datasets")
 NUM_EXAMPLES = 320  # mocked TFDS: 10 steps of 32 per epoch, 20 in the run
 TOTAL_STEPS = 20
 MAIN_FLAGS = ["--model=sequential", "--epochs=2", "--batch_size=32", "--deterministic",
@@ -110,13 +109,11 @@ def test_communication_applies_to_multi_worker_only(monkeypatch):
         distribute.create_strategy("mirrored", communication="ring")
 
 
-def test_each_of_two_workers_reads_its_own_half_of_a_tfds_split():
+def test_each_of_two_workers_reads_its_own_half_of_a_tfds_split(real_data_dir):
     # The real prepared CIFAR-10 (tfds.testing.mock_data ignores split slicing: every shard of a
     # mocked split yields all its examples).
-    datamodule = data.TFDSImageData(name="cifar10", data_dir=SHARED_DATA, download=False,
+    datamodule = data.TFDSImageData(name="cifar10", data_dir=real_data_dir, download=False,
                                     test_split="test[:21]", batch_size=4)
-    if not datamodule._builder.is_prepared():
-        pytest.skip(f"CIFAR-10 is not prepared in {SHARED_DATA}")
     datamodule.setup()
     whole = _labels_and_pixel_sums(datamodule.test_dataset(tf.distribute.InputContext()))
     shards = [_labels_and_pixel_sums(datamodule.test_dataset(tf.distribute.InputContext(

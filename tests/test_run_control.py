@@ -230,7 +230,7 @@ def test_detect_anomaly_names_the_step_and_keeps_the_last_good_state(tmp_path):
 
 
 def test_profile_steps_writes_a_trace(tmp_path):
-    _run(epochs=1, profile_steps=(2, 4), profile_dir=str(tmp_path / "tb"))
+    _run(epochs=1, callbacks=[callbacks.Profiler(2, 4, str(tmp_path / "tb"))])
     traces = [name for _, _, files in os.walk(tmp_path / "tb") for name in files
               if name.endswith(".xplane.pb")]
     assert traces
@@ -243,8 +243,10 @@ def test_bad_run_control_arguments_are_named():
         trainer.Trainer(limit_val_batches=-1)
     with pytest.raises(ValueError, match=r"gradient_clip_algorithm \('l1'\) must be one of"):
         trainer.Trainer(gradient_clip_val=1.0, gradient_clip_algorithm="l1")
-    with pytest.raises(ValueError, match=r"profile_steps \(\(5, 2\)\) must be two optimizer steps"):
-        trainer.Trainer(profile_steps=(5, 2), profile_dir="x")
+    with pytest.raises(ValueError, match=r"profile_steps \(5,2\) must be two optimizer steps"):
+        callbacks.Profiler(5, 2, "x")
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['epoch'\]"):
+        trainer.Trainer(epoch=3)
     with pytest.raises(ValueError, match=r"accumulate_grad_batches \(40\) is more than the 16"):
         _run(accumulate_grad_batches=40)
 
@@ -291,7 +293,7 @@ class _Stream:
 
 def test_progress_bar_redraws_in_place_on_a_terminal():
     stream = _Stream(tty=True)
-    bar = trainer.progress.ProgressBar(stream=stream)
+    bar = callbacks.ProgressBar(stream=stream)
     _run(epochs=2, log_every_n_steps=4, callbacks=[bar])
     lines = stream.text.split("\n")
     assert len(lines) == 3 and lines[2] == ""  # one finished bar per epoch
@@ -303,12 +305,12 @@ def test_progress_bar_redraws_in_place_on_a_terminal():
 
 def test_progress_bar_prints_lines_when_not_a_terminal():
     stream = _Stream(tty=False)
-    bar = trainer.progress.ProgressBar(stream=stream, every_s=0)
+    bar = callbacks.ProgressBar(stream=stream, every_s=0)
     _run(epochs=1, log_every_n_steps=8, callbacks=[bar])
     assert "\r" not in stream.text
     assert stream.text.splitlines()[0].startswith("epoch 1/1 [============>           ] 8/16 | ")
 
     quiet = _Stream(tty=False)
     _run(epochs=1, log_every_n_steps=8,
-         callbacks=[trainer.progress.ProgressBar(stream=quiet, every_s=3600)])
+         callbacks=[callbacks.ProgressBar(stream=quiet, every_s=3600)])
     assert quiet.text == ""  # nothing before the interval has passed

@@ -1,24 +1,27 @@
-"""The framework: `Module` (model + steps), `Trainer` (the distributed loop) and their helpers.
+"""The framework: `Module` (model + steps), `Trainer` (the distributed loop) and their parts.
+
+The loop, where `ls trainer/` shows it:
 
 - `module.py`: `Module`, the LightningModule analogue, and the `LogBook` behind `Module.log`.
-- `classifier.py`: `ImageClassifier`, the tutorial's task.
-- `trainer.py`: `Trainer`, the hand-written `tf.function` loop; `schedule.py` (when things
-  happen, in optimizer steps), `datasets.py` (the data per strategy), `evaluation.py` (hooks on
-  replicas with empty batches), `reporting.py` (the printed lines).
-- `distribute.py`: strategy selection and replica checks.
-- `callbacks.py`, `progress.py`, `loggers.py` (+ `summaries.py`): the Callback hooks;
-  EarlyStopping, Timer, ProgressBar, TensorBoard and CSV loggers, ...
+- `trainer.py`: `Trainer`, the public API and the host loop (plain Python).
+- `steps.py`: every function the loop traces with `tf.function`: the math of a step.
+- `config.py`: `LoopConfig` and `StepConfig`, the Trainer's settings.
+- `schedule.py`: when things happen, in optimizer steps; `datasets.py`: the data per strategy.
 - `optimization.py`: clipping, accumulation and fp16 loss scaling on all-reduced gradients.
-- `stopping.py`: stopping on signals and on NaN/Inf, with clear messages.
-- `checkpointing.py`: full-state checkpoints and exact resume.
-- `precision.py`, `plots.py`: mixed-precision policies; PNG plots of a run.
-- `selftest.py`, `explain.py`: `--selftest` (N replicas train like one device, checked) and
-  `--explain` (the resolved plan, in words).
-- `main.py`: the command line (`python -m trainer.main`).
+- `distribute.py`: strategy selection and replica checks; `precision.py`: mixed precision.
+- `checkpointing.py`: full-state checkpoints, exact resume, the best epochs.
+- `stopping.py`: stopping on signals and on NaN/Inf; `reporting.py`: the lines a run prints.
+
+Around it: `callbacks/` (callbacks, progress bar, loggers), `vision/` (the image classification
+task: `ImageClassifier`, its pictures and its export) and `cli/` (`--explain`, `--selftest`);
+`main.py` is the command line (`python -m trainer.main`).
 """
 
-from trainer.classifier import ImageClassifier
+from trainer import callbacks
+from trainer.config import LoopConfig, StepConfig
 from trainer.module import Module
 from trainer.trainer import AnomalyDetected, Trainer, TrainingInterrupted
+from trainer.vision.classifier import ImageClassifier
 
-__all__ = ["AnomalyDetected", "ImageClassifier", "Module", "Trainer", "TrainingInterrupted"]
+__all__ = ["AnomalyDetected", "ImageClassifier", "LoopConfig", "Module", "StepConfig", "Trainer",
+           "TrainingInterrupted", "callbacks"]

@@ -2,7 +2,7 @@
 
 `strategy.distribute_datasets_from_function` calls the DataModule once per input pipeline (one
 per worker) with a `tf.distribute.InputContext`; each replica then takes its own batches from
-its worker's pipeline (../shared/PITFALLS.md item 10).
+its worker's pipeline.
 """
 
 import tensorflow as tf
@@ -14,11 +14,12 @@ class DistributedData:
     Args:
         strategy: the Trainer's strategy.
         datamodule: a set-up `DataModule`.
-        limits: {"val": n, "test": n}: at most n global batches per pass (None: all, 0: none).
+        limits: `limits(stage)` is the most global batches per pass of "val" or "test" (None:
+            all, 0: none), e.g. `LoopConfig.limit`.
         micro_batches: global batches per optimizer step (gradient accumulation).
     """
 
-    def __init__(self, strategy, datamodule, *, limits: dict, micro_batches: int = 1):
+    def __init__(self, strategy, datamodule, *, limits, micro_batches: int = 1):
         self.strategy = strategy
         self.datamodule = datamodule
         self.limits = limits
@@ -52,7 +53,7 @@ class DistributedData:
 
     def has(self, stage: str) -> bool:
         """Whether `stage` has data to run on, after its limit."""
-        return self.evaluation(stage, self.limits.get(stage)) is not None
+        return self.evaluation(stage, self.limits(stage)) is not None
 
     def require(self, stage: str) -> None:
         if not self.has(stage):

@@ -218,6 +218,16 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         and "chief" not in resolver.cluster_spec().as_dict())
 
 
+def check_created_in_scope(strategy: tf.distribute.Strategy, variables) -> None:
+    """Raises ValueError, naming the variable and the fix, if one was created outside the scope."""
+    for variable in variables:
+        if not strategy.extended.variable_created_in_scope(variable.value):
+            raise ValueError(
+                f"variable {variable.path} was created outside this Trainer's strategy scope: "
+                "create the module inside `with trainer.strategy.scope():` and do not call it "
+                "before fit, so that the Trainer builds it there")
+
+
 def replica_mismatches(strategy: tf.distribute.Strategy, variables) -> dict[str, float]:
     """Returns {variable path: largest difference between its replica copies} where it is not 0."""
     mismatches = {}

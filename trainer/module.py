@@ -7,7 +7,7 @@ import contextlib
 
 import tensorflow as tf
 
-STAGES = ("train", "val", "test")
+import data
 
 
 class LogBook:
@@ -19,7 +19,7 @@ class LogBook:
     """
 
     def __init__(self):
-        self.metrics: dict[str, dict[str, tf.keras.metrics.Mean]] = {s: {} for s in STAGES}
+        self.metrics: dict[str, dict[str, tf.keras.metrics.Mean]] = {s: {} for s in data.STAGES}
         self.stage: str | None = None
         self._discovered: list[str] | None = None
 
@@ -56,6 +56,26 @@ class LogBook:
         for name in names:
             if name not in self.metrics[stage]:
                 self.metrics[stage][name] = tf.keras.metrics.Mean(name=f"{stage}_{name}")
+
+    def create_for(self, strategy, stage: str, hook, make_dataset) -> None:
+        """Creates, inside `strategy.scope()`, a metric for each name `hook` logs.
+
+        The names are learned by tracing `hook` once under `strategy.run`, on the element spec
+        of one replica's batch, without running it: tracing is how Python code inside a
+        `tf.function` is discovered, and the metrics must exist before the first real step.
+
+        Raises:
+            TypeError: if `hook` is the training step and returns no loss.
+        """
+        replica_batch = make_dataset(tf.distribute.InputContext(
+            num_replicas_in_sync=strategy.num_replicas_in_sync)).element_spec
+        with self.discovering(stage) as names:
+            traced = tf.function(lambda batch: strategy.run(hook, args=(batch,)))
+            outputs = traced.get_concrete_function(replica_batch).structured_outputs
+        if stage == "train" and outputs is None:
+            raise TypeError("training_step(batch) must return the loss to minimize, got None")
+        with strategy.scope():
+            self.create(stage, names)
 
     def reset(self, stage: str) -> None:
         for metric in self.metrics[stage].values():

@@ -5,22 +5,26 @@
 
 from trainer import distribute
 
-_TIMINGS = ("_seconds", "_per_s")  # Suffixes of the logs' timing entries.
+# Names of the entries of logs and results that measure time, not the model: `train_seconds`,
+# `train_images_per_s`, `wall_time_s`. They differ between two runs of the same flags.
+_TIMINGS = ("_seconds", "_per_s", "_time_s")
 
 
-def plan_lines(strategy, datamodule, *, steps_per_epoch: int, epochs: int,
-               max_steps: int | None, micro_batches: int, limited: bool) -> list[str]:
-    """What `fit` is about to do: devices, replicas, workers, batches, steps."""
+def plan_lines(trainer) -> list[str]:
+    """What a `Trainer`'s `fit` is about to do: devices, replicas, workers, batches, steps."""
+    strategy, datamodule = trainer.strategy, trainer.datamodule
+    epochs, max_steps = trainer.loop_config.epochs, trainer.loop_config.max_steps
+    micro_batches = trainer.step_config.accumulate_grad_batches
     replicas = strategy.num_replicas_in_sync
     batch_size = datamodule.batch_size
     micro = f" x {micro_batches} micro-batches per optimizer step" if micro_batches > 1 else ""
     lines = [distribute.describe(strategy),
              f"global batch {batch_size} = {replicas} replica(s) x {batch_size // replicas} per "
              f"replica{micro}, on {distribute.num_workers(strategy)} worker(s) | "
-             f"{steps_per_epoch} steps per epoch | {epochs} epochs"
+             f"{trainer.steps_per_epoch} steps per epoch | {epochs} epochs"
              + (f" | at most {max_steps} steps" if max_steps else "")]
     dropped = getattr(datamodule, "dropped_per_epoch", lambda: 0)()
-    if dropped and not limited:
+    if dropped and not trainer.loop_config.limit_train_batches:
         lines.append(f"{dropped} training examples per epoch do not fill a global batch and are "
                      "left out of that epoch (a different few each epoch: the order is reshuffled)")
     return lines
@@ -34,6 +38,11 @@ def epoch_line(epoch: int, epochs: int, step: int, logs: dict) -> str:
 def metrics_only(logs: dict) -> dict:
     """The logs without their timing entries."""
     return {name: value for name, value in logs.items() if not name.endswith(_TIMINGS)}
+
+
+def timings_only(logs: dict) -> dict:
+    """The logs' timing entries alone."""
+    return {name: value for name, value in logs.items() if name.endswith(_TIMINGS)}
 
 
 def format_logs(logs: dict) -> str:

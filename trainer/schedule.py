@@ -7,6 +7,24 @@ over. Answering them from the step count alone keeps every cadence exact, also a
 
 import dataclasses
 
+from trainer import config as config_lib
+
+
+def optimizer_steps_per_epoch(batches: int, *, limit_train_batches: int | None = None,
+                              accumulate_grad_batches: int = 1) -> int:
+    """Optimizer steps in one epoch of `batches` global batches, after the limit and accumulation.
+
+    Raises:
+        ValueError: if not even one optimizer step fits in an epoch.
+    """
+    if limit_train_batches:
+        batches = min(batches, limit_train_batches)
+    steps = batches // accumulate_grad_batches
+    if steps < 1:
+        raise ValueError(f"accumulate_grad_batches ({accumulate_grad_batches}) is more than the "
+                         f"{batches} training batches of an epoch")
+    return steps
+
 
 @dataclasses.dataclass(frozen=True)
 class RunSchedule:
@@ -31,6 +49,17 @@ class RunSchedule:
     check_val_every_n_epoch: int = 1
     cadences: tuple[int | None, ...] = ()
     boundaries: tuple[int, ...] = ()
+
+    @classmethod
+    def for_fit(cls, loop: config_lib.LoopConfig, *, steps_per_epoch: int,
+                checkpoint_every_n_steps: int | None = None,
+                boundaries: tuple[int, ...] = ()) -> "RunSchedule":
+        """The schedule of one `fit` with these settings."""
+        return cls(steps_per_epoch=steps_per_epoch, epochs=loop.epochs, max_steps=loop.max_steps,
+                   steps_per_loop=loop.steps_per_loop, val_check_interval=loop.val_check_interval,
+                   check_val_every_n_epoch=loop.check_val_every_n_epoch,
+                   cadences=(loop.log_every_n_steps, checkpoint_every_n_steps),
+                   boundaries=boundaries)
 
     @property
     def total_steps(self) -> int:

@@ -55,15 +55,3 @@ def on_signals(trainer):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def check_profile_steps(profile_steps, profile_dir) -> tuple[int, int] | None:
-    """Validates `profile_steps` (first, last) and that it has somewhere to write."""
-    if not profile_steps:
-        return None
-    if len(profile_steps) != 2 or not 0 <= profile_steps[0] < profile_steps[1]:
-        raise ValueError(f"profile_steps ({profile_steps}) must be two optimizer steps A,B with "
-                         "0 <= A < B")
-    if not profile_dir:
-        raise ValueError("profile_steps needs profile_dir: where the profiler writes its trace")
-    return tuple(int(step) for step in profile_steps)

@@ -7,8 +7,6 @@ matplotlib is an optional extra (`pip install ".[plots]"`); without it runs stil
 how to get the plots.
 """
 
-import os
-
 from absl import logging
 import numpy as np
 
@@ -78,13 +76,3 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
-
-
-def save_run_plots(model_dir: str, history, labels, predictions, class_names) -> list[str]:
-    """Writes curves.png and (when labels are given) confusion_matrix.png into model_dir."""
-    written = [plot_curves(history, os.path.join(model_dir, "curves.png"))]
-    if labels is not None:
-        matrix = confusion_matrix(labels, predictions, len(class_names))
-        written.append(plot_confusion_matrix(
-            matrix, class_names, os.path.join(model_dir, "confusion_matrix.png")))
-    return [path for path in written if path]

@@ -1,4 +1,4 @@
-"""`ProgressBar`: one bar per epoch on a terminal, periodic lines in a log file.
+"""What a run shows on the console: `ProgressBar` (one bar per epoch) and `ModelSummary`.
 
     epoch 3/10 [=========>           ] 412/782 | 2,951 img/s | ETA 0:08 | train_loss 0.8123 | ...
 
@@ -10,12 +10,12 @@ Only the chief process draws.
 import sys
 import time
 
-from trainer import callbacks
+from trainer.callbacks import base
 
 _WIDTH = 24  # Characters of the bar itself.
 
 
-class ProgressBar(callbacks.Callback):
+class ProgressBar(base.Callback):
     """Shows steps, images/s, ETA and the running metrics of the current epoch.
 
     Args:
@@ -68,7 +68,8 @@ class ProgressBar(callbacks.Callback):
         bar = "=" * filled + (">" if filled < _WIDTH else "") + " " * (_WIDTH - filled - 1)
         metrics = " | ".join(f"{name} {value:.4f}" for name, value in logs.items()
                              if name.startswith("train_"))
-        return (f"epoch {self._epoch + 1}/{self.trainer.epochs} [{bar}] {done}/{steps_per_epoch}"
+        epochs = self.trainer.loop_config.epochs
+        return (f"epoch {self._epoch + 1}/{epochs} [{bar}] {done}/{steps_per_epoch}"
                 f" | {logs.get('images_per_s', 0):,.0f} img/s | ETA {_minutes(eta)} | {metrics}")
 
     def _write(self, line, *, in_place):
@@ -78,6 +79,14 @@ class ProgressBar(callbacks.Callback):
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+class ModelSummary(base.Callback):
+    """Prints the module's layers and parameter counts when training begins (chief only)."""
+
+    def on_train_begin(self, logs):
+        if self.trainer.is_chief:
+            self.trainer.module.summary(expand_nested=True)
 
 
 def _minutes(seconds: float) -> str:

@@ -8,6 +8,8 @@ labelled paragraph per topic. To explain a new setting (say gradient clipping), 
 import dataclasses
 import textwrap
 
+from trainer import config as config_lib
+
 _LABEL_WIDTH = 15
 
 
@@ -27,7 +29,7 @@ class Plan:
     dropped_per_epoch: int         # training examples that do not fill a last global batch
     train_examples: int
     train_split: str
-    precision: str                 # the --precision value, e.g. "bf16-mixed"
+    step: config_lib.StepConfig    # how one optimizer step is computed (precision, clipping, ...)
     compute_dtype: str
     variable_dtype: str
     sync_batchnorm: bool
@@ -35,16 +37,6 @@ class Plan:
     checkpoint_every_steps: int
     keep_checkpoints: int
     checkpoint_dir: str
-    accumulate_grad_batches: int = 1      # micro-batches (global batches) per optimizer step
-    gradient_clip_val: float | None = None
-    gradient_clip_algorithm: str = "norm"
-    detect_anomaly: bool = False
-
-    @property
-    def reduces_gradients_itself(self) -> bool:
-        """Whether the step all-reduces before applying (trainer/optimization.py)."""
-        return bool(self.gradient_clip_val is not None or self.accumulate_grad_batches > 1
-                    or self.precision == "16-mixed" or self.detect_anomaly)
 
 
 def explain(plan: Plan) -> str:
@@ -82,9 +74,9 @@ def _batch(plan: Plan) -> str:
     text = (f"global batch {plan.global_batch} = {plan.replicas} replica(s) x {per_replica} "
             f"examples per replica per step. --batch_size is the global batch: adding replicas "
             f"shrinks each replica's slice, not the optimizer step.")
-    if plan.accumulate_grad_batches > 1:
-        text += (f" Gradients of {plan.accumulate_grad_batches} global batches add up to one "
-                 f"optimizer step of {plan.global_batch * plan.accumulate_grad_batches} examples.")
+    if plan.step.accumulate_grad_batches > 1:
+        text += (f" Gradients of {plan.step.accumulate_grad_batches} global batches add up to one "
+                 f"optimizer step of {plan.global_batch * plan.step.accumulate_grad_batches} examples.")
     return text
 
 
@@ -112,13 +104,13 @@ def _all_reduce(plan: Plan) -> str:
     where = ("between this host's devices" if plan.workers == 1 else
              f"between all workers with collective ops over the network "
              f"(--communication={plan.communication})")
-    if plan.reduces_gradients_itself:
+    if plan.step.reduces_gradients_itself:
         return (f"once per optimizer step, before the update: each replica first sums its "
-                f"micro-batches' gradients locally ({plan.accumulate_grad_batches} per step), "
+                f"micro-batches' gradients locally ({plan.step.accumulate_grad_batches} per step), "
                 f"then one all-reduce SUMS the {plan.replicas} replicas' sums {where}; every "
                 "replica then unscales, checks and clips the same total, so all apply or skip "
-                "the step together (trainer/optimization.py). Each replica's loss is divided by "
-                f"the examples of the whole step ({plan.global_batch * plan.accumulate_grad_batches}).")
+                "the step together (trainer/steps.py). Each replica's loss is divided by "
+                f"the examples of the whole step ({plan.global_batch * plan.step.accumulate_grad_batches}).")
     return (f"once per step, inside optimizer.apply_gradients: the {plan.replicas} replicas' "
             f"gradients are SUMMED {where}, then every replica applies the same update. Each "
             f"replica's loss is divided by the global batch ({plan.global_batch}), so the sum is "
@@ -135,18 +127,18 @@ def _batchnorm(plan: Plan) -> str:
 
 
 def _clipping(plan: Plan) -> str:
-    if plan.gradient_clip_val is None:
+    if plan.step.gradient_clip_val is None:
         return "none (--gradient_clip_val to clip)"
-    what = ("global L2 norm" if plan.gradient_clip_algorithm == "norm"
+    what = ("global L2 norm" if plan.step.gradient_clip_algorithm == "norm"
             else "absolute value of each element")
-    return (f"the gradient's {what} is clipped to {plan.gradient_clip_val}, AFTER the all-reduce: "
+    return (f"the gradient's {what} is clipped to {plan.step.gradient_clip_val}, AFTER the all-reduce: "
             "clipping each replica's partial gradient before it would not clip the real one")
 
 
 def _precision(plan: Plan) -> str:
-    text = (f"--precision={plan.precision}: computations in {plan.compute_dtype}, variables in "
+    text = (f"--precision={plan.step.precision}: computations in {plan.compute_dtype}, variables in "
             f"{plan.variable_dtype}; logits and loss in float32")
-    if plan.precision == "16-mixed":
+    if plan.step.precision == "16-mixed":
         text += ("; dynamic loss scaling, and a step whose all-reduced gradients overflow is "
                  "skipped on every replica")
     return text

@@ -1,32 +1,47 @@
 """Loggers: callbacks that record a run for reading during and after it.
 
-    TensorBoardLogger   <model_dir>/tensorboard/{train,val,test}/  (`tensorboard --logdir ...`)
-    CSVLogger           <model_dir>/metrics.csv                    (pandas, a spreadsheet)
+    LearningRateMonitor  adds the current learning rate to the logs the loggers see
+    TensorBoardLogger    <model_dir>/tensorboard/{train,val,test}/  (`tensorboard --logdir ...`)
+    CSVLogger            <model_dir>/metrics.csv                    (pandas, a spreadsheet)
 
-Both log the training metrics every `log_every_n_steps` optimizer steps and every epoch, always
-against the optimizer step (`optimizer.iterations`), so a resumed run continues the same curves.
-Put them after `LearningRateMonitor` to get its `learning_rate`. They write on the chief only,
-and set `writes_files`, so the Trainer leaves them out of a `fast_dev_run`.
+Both loggers record the training metrics every `log_every_n_steps` optimizer steps and every
+epoch, always against the optimizer step (`optimizer.iterations`), so a resumed run continues the
+same curves. Put them after `LearningRateMonitor` to get its `learning_rate`. They write on the
+chief only, and set `writes_files`, so the Trainer leaves them out of a `fast_dev_run`. The image
+task adds its pictures (sample predictions, a confusion matrix) to the TensorBoard logger's runs:
+see trainer/vision/loggers.py.
 """
 
 import csv
 import os
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 
-from trainer import callbacks
-from trainer import distribute
-from trainer import summaries
-
-_STAGES = ("train", "val", "test")
+import data
+from trainer.callbacks import base
+from trainer.callbacks import summaries
 
 
-class TensorBoardLogger(callbacks.Callback):
-    """Writes metrics, the run's flags, sample predictions and a test confusion matrix.
+class LearningRateMonitor(base.Callback):
+    """Adds the optimizer's current `learning_rate` to the per-loop and per-epoch logs, so that
+    loggers placed after it record the schedule."""
 
-    One TensorBoard run per stage, so that a chart shows train, val and test under one tag:
+    def on_train_batch_end(self, step, logs):
+        logs["learning_rate"] = self._learning_rate()
+
+    def on_epoch_end(self, epoch, logs):
+        logs["learning_rate"] = self._learning_rate()
+
+    def _learning_rate(self) -> float:
+        # A variable (a MirroredVariable under a strategy), or a schedule's value at `iterations`.
+        return float(tf.convert_to_tensor(self.trainer.optimizer.learning_rate))
+
+
+class TensorBoardLogger(base.Callback):
+    """Writes the run's numbers and flags as TensorBoard summaries, one run per stage.
+
+    One run per stage, so that a chart shows train, val and test under one tag:
 
         train/  step/<name>    every number of `on_train_batch_end`'s logs, every
                                `log_every_n_steps` steps: `loss` (that step's), the epoch's running
@@ -34,14 +49,10 @@ class TensorBoardLogger(callbacks.Callback):
                 epoch/<name>   the epoch's train_* metrics (prefix dropped), timings, learning rate
                 flags          the run's flags (text), when training starts
         val/    epoch/<name>   the val_* metrics of every validation pass, at its step
-                samples/images the first `num_samples` validation images, framed green where the
-                               module is right and red where it is wrong
-                samples/labels their true and predicted classes (text)
         test/   epoch/<name>   the test_* metrics
-                confusion_matrix/heat_map  rows: true class, each row as fractions of its class
-                confusion_matrix/counts    the counts, as a Markdown table
 
-    An image and a text summary get different tags: TensorBoard shows a tag in one tab only.
+    Other callbacks add summaries to the same runs through `writing(run)` (the image task's
+    sample predictions and confusion matrix, trainer/vision/loggers.py).
 
     After a resume, the steps between the last checkpoint and the interruption are logged again;
     the event files keep both, so a chart may show those steps twice.
@@ -53,43 +64,33 @@ class TensorBoardLogger(callbacks.Callback):
             `log_every_n_steps`, whose loop calls end at those steps.
         flags_text: the run's settings, shown in the Text tab, e.g. the flags as a flagfile
             ("" writes none).
-        num_samples: validation images to show with their predictions (0: none).
     """
 
     writes_files = True
 
-    def __init__(self, *, logdir: str, log_every_n_steps: int = 50, flags_text: str = "",
-                 num_samples: int = 8):
+    def __init__(self, *, logdir: str, log_every_n_steps: int = 50, flags_text: str = ""):
         if log_every_n_steps < 1:
             raise ValueError(f"log_every_n_steps ({log_every_n_steps}) must be at least 1")
-        if num_samples < 0:
-            raise ValueError(f"num_samples ({num_samples}) must be >= 0")
         self.logdir = logdir
         self.log_every_n_steps = log_every_n_steps
         self.flags_text = flags_text
-        self.num_samples = num_samples
         self._writers: dict[str, tf.summary.SummaryWriter] = {}
-        self._samples = None  # The same validation images every time: their predictions change.
 
     def on_train_begin(self, logs):
         if self.trainer.is_chief and self.flags_text:
-            with self._writing("train"):
+            with self.writing("train"):
                 # Indented four spaces: Markdown shows it verbatim, one flag per line.
                 summaries.text("flags", _code_block(self.flags_text), self.trainer.global_step)
 
     def on_train_batch_end(self, step, logs):
         if self.trainer.is_chief and step % self.log_every_n_steps == 0:
-            with self._writing("train"):
+            with self.writing("train"):
                 for name, value in logs.items():
                     summaries.scalar(f"step/{name}", value, step)
 
     def on_validation_end(self, logs):
-        if not self.trainer.is_chief:
-            return
-        step = self.trainer.global_step
-        self._write_epoch_scalars(logs, step)
-        if self.num_samples:
-            self._write_samples(step)
+        if self.trainer.is_chief:
+            self._write_epoch_scalars(logs, self.trainer.global_step)
 
     def on_epoch_end(self, epoch, logs):
         if not self.trainer.is_chief:
@@ -97,78 +98,43 @@ class TensorBoardLogger(callbacks.Callback):
         # val_* entries were written by on_validation_end, at the step they were measured.
         train_logs = {name: value for name, value in logs.items() if _stage(name)[0] != "val"}
         self._write_epoch_scalars(train_logs, self.trainer.global_step)
-        for writer in self._writers.values():
-            writer.flush()  # An epoch's summaries reach the disk, and TensorBoard, now.
+        self.flush()  # An epoch's summaries reach the disk, and TensorBoard, now.
 
     def on_train_end(self, logs):
-        self._close()
+        self.close()
 
     def on_test_end(self, logs):
-        # Every worker predicts and gathers the labels (collectives under multi-worker training);
-        # the labels travel the same distributed path, so they pair with the predictions.
-        probabilities = self.trainer.predict(self.trainer.module, self.trainer.datamodule)
-        labels = distribute.gathered_labels(self.trainer.strategy,
-                                            self.trainer.datamodule.predict_dataset)
         if self.trainer.is_chief:
-            step = self.trainer.global_step
-            self._write_epoch_scalars(logs, step)
-            self._write_confusion_matrix(labels, probabilities.argmax(axis=-1), step)
-        self._close()
+            self._write_epoch_scalars(logs, self.trainer.global_step)
+        self.close()
 
-    # ---- Helpers: only the chief writes ----------------------------------------------------------
-
-    def _writing(self, run: str):
-        """Makes the writer of `run` (one of _STAGES) the default, creating it on first use."""
+    def writing(self, run: str):
+        """Makes the writer of `run` ("train", "val" or "test") the default summary writer, as a
+        context manager; the writer is created on first use. Write on the chief only."""
         if run not in self._writers:
             self._writers[run] = tf.summary.create_file_writer(os.path.join(self.logdir, run))
         return self._writers[run].as_default()
+
+    def flush(self) -> None:
+        """Writes what the event files buffer to disk, so that TensorBoard shows it now."""
+        for writer in self._writers.values():
+            writer.flush()
+
+    def close(self) -> None:
+        """Closes the event files; a later stage (the test after fit) opens new ones."""
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
 
     def _write_epoch_scalars(self, logs, step):
         """Writes `<stage>_<name>` entries as `epoch/<name>` in the stage's run (others: train)."""
         for name, value in logs.items():
             run, metric = _stage(name)
-            with self._writing(run):
+            with self.writing(run):
                 summaries.scalar(f"epoch/{metric}", value, step)
 
-    def _write_samples(self, step):
-        """Frames sample validation images by whether the module classifies them correctly."""
-        images, labels = self._sample_batch()
-        # An eager call, on this process only: no collective, so only the chief needs to run it.
-        probabilities = self.trainer.module.predict_step((images, labels))
-        predicted, true = np.argmax(probabilities, axis=-1), labels.numpy()
-        names = self.trainer.datamodule.class_names
-        lines = [f"{i + 1}. true {names[label]} / predicted {names[guess]}"
-                 f"{'' if label == guess else ' (wrong)'}"
-                 for i, (label, guess) in enumerate(zip(true, predicted))]
-        with self._writing("val"):
-            summaries.images("samples/images", summaries.framed(images, predicted == true), step)
-            summaries.text("samples/labels", "\n".join(lines), step)
 
-    def _sample_batch(self):
-        """The first `num_samples` examples of the validation set (taken once, then kept)."""
-        if self._samples is None:
-            dataset = self.trainer.datamodule.val_dataset(tf.distribute.InputContext())
-            images, labels = next(iter(dataset))
-            self._samples = images[:self.num_samples], labels[:self.num_samples]
-        return self._samples
-
-    def _write_confusion_matrix(self, labels, predicted, step):
-        """Counts (true, predicted) pairs over the predicted (test) set; draws and lists them."""
-        datamodule = self.trainer.datamodule
-        num_classes = len(datamodule.class_names)
-        matrix = tf.math.confusion_matrix(labels, predicted, num_classes=num_classes).numpy()
-        with self._writing("test"):
-            summaries.images("confusion_matrix/heat_map", summaries.heat_map(matrix), step)
-            summaries.text("confusion_matrix/counts",
-                           summaries.confusion_table(matrix, datamodule.class_names), step)
-
-    def _close(self):
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}  # A later stage (the test after fit) opens new event files.
-
-
-class CSVLogger(callbacks.Callback):
+class CSVLogger(base.Callback):
     """Appends one row per logged step, per epoch and per test to a CSV file.
 
     Columns: `kind` (step, epoch or test), `epoch` (1-based, as in the log lines), `step` (the
@@ -265,7 +231,7 @@ def _stage(name: str) -> tuple[str, str]:
     Names without a stage prefix ("learning_rate", "elapsed_seconds") belong to the train run.
     """
     stage, _, metric = name.partition("_")
-    return (stage, metric) if stage in _STAGES and metric else ("train", name)
+    return (stage, metric) if stage in data.STAGES and metric else ("train", name)
 
 
 def _code_block(text: str) -> str:

@@ -12,6 +12,8 @@ import tempfile
 
 import tensorflow as tf
 
+import data
+
 
 class _Serving(tf.Module):
     """Wraps the module with the pre- and post-processing of the serving signature."""
@@ -23,7 +25,7 @@ class _Serving(tf.Module):
             self._serve, input_signature=[tf.TensorSpec([None, *input_shape], tf.uint8, "images")])
 
     def _serve(self, images):
-        logits = self.module(tf.cast(images, tf.float32) / 255.0, training=False)
+        logits = self.module(data.scale_pixels(images), training=False)  # As in training.
         return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32))}
 
 

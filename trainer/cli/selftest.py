@@ -24,9 +24,9 @@ import tensorflow as tf
 
 import data
 import layers
-from trainer import classifier
 from trainer import distribute
 from trainer import trainer as trainer_lib
+from trainer.vision import classifier
 
 STEPS = 3
 LEARNING_RATE = 0.05

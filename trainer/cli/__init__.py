@@ -1,0 +1,5 @@
+"""The command line's helpers; the command itself is trainer/main.py (`python -m trainer.main`).
+
+- `explain.py`: `--explain`, the resolved plan of a run, in words.
+- `selftest.py`: `--selftest`, proof that this strategy's replicas train like one device.
+"""
