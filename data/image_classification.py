@@ -53,7 +53,8 @@ class ImageClassificationData(datamodule.DataModule):
             block by block.
         augment: training batches get a random horizontal flip and a random crop after
             zero-padding 4 pixels on each side, drawn by stateless ops keyed by (seed, epoch,
-            batch), so a resumed run sees the same augmented batches. Evaluation is never augmented.
+            input pipeline, batch), so a resumed run sees the same augmented batches.
+            Evaluation is never augmented.
     """
 
     def __init__(self, *, batch_size: int = 64, seed: int = 0, shuffle_buffer_size: int = 50_000,
@@ -124,7 +125,7 @@ class ImageClassificationData(datamodule.DataModule):
             batches = batches.take(batches_per_epoch)
             if self.augment:
                 batches = batches.enumerate().map(
-                    lambda index, pair: self._augment(pair, epoch, index))
+                    lambda index, pair: self._augment(pair, epoch, ctx.input_pipeline_id, index))
             return batches
 
         batches = tf.data.Dataset.counter(start_epoch).flat_map(one_epoch)
@@ -144,16 +145,19 @@ class ImageClassificationData(datamodule.DataModule):
         order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(labels)[0]), seed=key)
         return tf.gather(images, order), tf.gather(labels, order)
 
-    def _augment(self, pair, epoch, index):
-        """Random horizontal flip, then a random 32x32 crop of the image padded by 4 pixels.
+    def _augment(self, pair, epoch, pipeline, index):
+        """Random horizontal flip, then a random crop, of the image's own size, of the image
+        padded by 4 pixels on each side.
 
         Vectorized over the batch: each image gets its own flip and offsets, drawn from a
-        stateless key folded from (seed, epoch, batch index).
+        stateless key folded from (seed, epoch, input pipeline, batch index). The pipeline is in
+        the key because every worker's pipeline counts its batches from 0: without it, batch i
+        of every worker would get the same flips and crops.
         """
         images, labels = pair
-        key = tf.random.experimental.stateless_fold_in(
-            tf.random.experimental.stateless_fold_in(tf.constant([self.seed, 1], tf.int64), epoch),
-            index)
+        key = tf.constant([self.seed, 1], tf.int64)
+        for part in (epoch, pipeline, index):
+            key = tf.random.experimental.stateless_fold_in(key, tf.cast(part, tf.int64))
         flip_key, crop_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
         batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
         flip = tf.random.stateless_uniform([batch], flip_key) < 0.5

@@ -19,15 +19,17 @@ SYNC_BATCHNORM = flags.DEFINE_boolean(
 DROPOUT = flags.DEFINE_float(
     "dropout", 0.0,
     "Fraction of features dropped before each of the classifier's two dense layers during "
-    "training, in [0, 1); 0 (the tutorial's) adds no Dropout layer.", lower_bound=0.0, upper_bound=0.99)
+    "training, in [0, 1); each replica draws its own mask. 0 (the tutorial's) adds no Dropout "
+    "layer.", lower_bound=0.0, upper_bound=0.99)
 WIDTH_MULTIPLIER = flags.DEFINE_float(
     "width_multiplier", 1.0,
     "Scales every layer's channels (convolution filters and the hidden dense layer); 2.0 is the "
     "tutorial's 'bigger model' exercise. Must be > 0.", lower_bound=0.01)
 WEIGHT_DECAY = flags.DEFINE_float(
     "weight_decay", 0.0,
-    "Decoupled weight decay (AdamW) per optimizer step, as a fraction of learning_rate x weight; "
-    "0 (the tutorial's) uses plain Adam.", lower_bound=0.0)
+    "Decoupled weight decay (AdamW) per optimizer step, as a fraction of learning_rate x weight, "
+    "applied to kernels only: biases and BatchNorm's scale and offset (every 1-D variable) do not "
+    "decay. 0 (the tutorial's) uses plain Adam.", lower_bound=0.0)
 LABEL_SMOOTHING = flags.DEFINE_float(
     "label_smoothing", 0.0,
     "Training targets give this much probability mass, spread evenly, to all classes, in [0, 1); "

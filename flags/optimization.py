@@ -24,5 +24,6 @@ LR_SCHEDULE = flags.DEFINE_enum(
     "--learning_rate to 0 over the run). Both start with --warmup_steps of linear warmup.")
 WARMUP_STEPS = flags.DEFINE_integer(
     "warmup_steps", 0,
-    "Optimizer steps (>= 0) over which the learning rate rises linearly from 0 to "
-    "--learning_rate.", lower_bound=0)
+    "Optimizer steps (>= 0) over which the learning rate rises linearly to --learning_rate: warmup "
+    "step s (from 0) runs at (s + 1) / warmup_steps of it, so the first step already learns.",
+    lower_bound=0)

@@ -33,8 +33,11 @@ RUN_EAGERLY = flags.DEFINE_boolean(
     "Much slower; for debugging only.")
 DETECT_ANOMALY = flags.DEFINE_boolean(
     "detect_anomaly", False,
-    "Check every step's loss and gradients for NaN/Inf; on the first bad step, stop with a message "
-    "naming it, without applying it or writing a checkpoint. Costs an all-reduce per step.")
+    "Check every step's loss and gradients (summed over all replicas) for NaN/Inf; on the first "
+    "bad step, stop with a message naming it, without applying it or writing a checkpoint. With "
+    "--precision=16-mixed a gradient overflow is the loss scale's routine signal (the step is "
+    "skipped, the scale halves) and stops the run only at the minimum scale. Costs an all-reduce "
+    "per step in place of the optimizer's own.")
 PROFILE_STEPS = flags.DEFINE_list(
     "profile_steps", None,
     "Two optimizer steps A,B (0 <= A < B): record a TensorFlow profiler trace of steps A+1 to B "

@@ -3,7 +3,8 @@
 `build_cnn(name, ...)` turns a `--model` name into a network; `CNNS` lists the names.
 """
 
-from layers.blocks import ClassifierHead, ConvBNReLU
+from layers.blocks import ClassifierHead, ConvBNReLU, ReplicaDropout
 from layers.cnn import CNNS, FunctionalCNN, SequentialCNN, build_cnn
 
-__all__ = ["CNNS", "ClassifierHead", "ConvBNReLU", "FunctionalCNN", "SequentialCNN", "build_cnn"]
+__all__ = ["CNNS", "ClassifierHead", "ConvBNReLU", "FunctionalCNN", "ReplicaDropout",
+           "SequentialCNN", "build_cnn"]

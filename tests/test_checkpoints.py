@@ -169,7 +169,7 @@ def test_best_models_keep_the_top_k_and_survive_a_restart(tmp_path):
             for epoch, score in enumerate([0.5, 0.7, 0.6, 0.8, 0.1])]
     assert kept == [True, True, True, True, False]
     assert [(e["epoch"], e["score"]) for e in best.ranking] == [(4, 0.8), (2, 0.7)]
-    assert sorted(p.name.split(".")[0] for p in tmp_path.glob("epoch-*.index")) == ["epoch-2", "epoch-4"]
+    assert sorted(p.name.split(".")[0] for p in tmp_path.glob("step-*.index")) == ["step-10", "step-30"]
     again = checkpointing.BestModels(str(tmp_path), monitor="val_accuracy", top_k=2)
     assert again.ranking == best.ranking
     lowest = checkpointing.BestModels(str(tmp_path / "loss"), monitor="val_loss", top_k=1)

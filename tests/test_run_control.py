@@ -201,7 +201,7 @@ def test_cosine_schedule_with_warmup_steps_on_optimizer_steps():
                              accumulate_grad_batches=2)  # 8 optimizer steps per epoch
     rates = {step: logs["learning_rate"] for hook, step, logs in recorder.calls
              if hook == "batch"}
-    assert rates[4] == pytest.approx(0.5e-2)   # half-way through the warmup
+    assert rates[4] == pytest.approx(5 / 8 * 1e-2)  # step 4 of 0..7 runs at 5/8 of the peak
     assert rates[8] == pytest.approx(1e-2)     # the peak
     assert rates[12] == pytest.approx(0.5e-2)  # half-way down the cosine (8 decay steps)
     assert rates[16] == pytest.approx(0.0, abs=1e-9)

@@ -132,10 +132,12 @@ def _first_line(error) -> str:
 
 
 class BestModels:
-    """Keeps the module weights of the `top_k` best epochs by a monitored metric.
+    """Keeps the module weights of the `top_k` best validations by a monitored metric.
 
-    Weights go to `<directory>/epoch-<E>`; `<directory>/best.json` lists the kept epochs, best
-    first, with their scores, and survives restarts: a resumed run goes on ranking against it.
+    Weights go to `<directory>/step-<S>` (the optimizer step they were validated at: several
+    validations can fall in one epoch); `<directory>/best.json` lists the kept ones, best first,
+    with their epoch, step and score, and survives restarts: a resumed run goes on ranking
+    against it, and ranks a step it validates again in place of that step's old entry.
 
     Args:
         directory: e.g. `<model_dir>/best`.
@@ -168,37 +170,44 @@ class BestModels:
 
     @property
     def best(self) -> dict | None:
-        """{"epoch", "step", "score", "path"} of the best epoch so far, or None."""
+        """{"epoch", "step", "score", "path"} of the best validation so far, or None."""
         return self.ranking[0] if self.ranking else None
 
     def update(self, module, epoch: int, step: int, logs: dict[str, float]) -> bool:
-        """Saves the module's weights if this epoch ranks in the top k; returns whether it did.
+        """Saves the module's weights if they rank in the top k; returns whether it did.
+
+        Call it with the weights that produced `logs`, before anything changes them.
 
         Raises:
             ValueError: if the monitored metric is not in `logs`.
         """
         if self.monitor not in logs:
-            raise ValueError(f"monitor ({self.monitor!r}) is not a logged metric; the epoch "
-                             f"logged {sorted(k for k in logs if not k.endswith('seconds'))}")
-        score = float(logs[self.monitor])
-        entry = {"epoch": epoch + 1, "step": step, "score": score,
-                 "path": os.path.join(self._write_directory, f"epoch-{epoch + 1}")}
-        ranking = sorted(self.ranking + [entry], key=lambda e: e["score"],
+            raise ValueError(f"monitor ({self.monitor!r}) is not a logged metric; the "
+                             f"validation logged {sorted(k for k in logs if not k.endswith('seconds'))}")
+        entry = {"epoch": epoch + 1, "step": step, "score": float(logs[self.monitor]),
+                 "path": os.path.join(self._write_directory, f"step-{step}")}
+        # A resumed run may validate a step again: its new entry replaces the old one.
+        replaced = [e for e in self.ranking if e["step"] == step]
+        others = [e for e in self.ranking if e["step"] != step]
+        ranking = sorted(others + [entry], key=lambda e: e["score"],
                          reverse=self.higher_is_better)
-        if entry not in ranking[:self.top_k]:
-            return False
-        tf.train.Checkpoint(module=module).write(entry["path"])
-        for dropped in ranking[self.top_k:]:
+        kept = ranking[:self.top_k]
+        if entry in kept:
+            tf.train.Checkpoint(module=module).write(entry["path"])
+        for dropped in ranking[self.top_k:] + replaced:
+            if dropped["path"] == entry["path"] and entry in kept:
+                continue  # Rewritten just now with this validation's weights.
             if os.path.dirname(dropped["path"]) != self._write_directory:
                 continue  # Another worker's weights (the chief's, read from best.json): not ours.
             for file_name in tf.io.gfile.glob(dropped["path"] + ".*"):
                 tf.io.gfile.remove(file_name)
-        self.ranking = ranking[:self.top_k]
-        if self.is_chief:
-            with open(os.path.join(self.directory, "best.json"), "w") as f:
-                json.dump({"monitor": self.monitor, "higher_is_better": self.higher_is_better,
-                           "ranking": self.ranking}, f, indent=2)
-        return True
+        if kept != self.ranking:
+            self.ranking = kept
+            if self.is_chief:
+                with open(os.path.join(self.directory, "best.json"), "w") as f:
+                    json.dump({"monitor": self.monitor, "higher_is_better": self.higher_is_better,
+                               "ranking": self.ranking}, f, indent=2)
+        return entry in kept
 
     def restore_best(self, module) -> dict | None:
         """Loads the best epoch's weights into `module`; returns its entry (None: none saved)."""

@@ -16,8 +16,11 @@ from collections.abc import Callable
 import json
 import os
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
+
+import layers
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 COMMUNICATIONS = {
@@ -226,6 +229,20 @@ def check_created_in_scope(strategy: tf.distribute.Strategy, variables) -> None:
                 f"variable {variable.path} was created outside this Trainer's strategy scope: "
                 "create the module inside `with trainer.strategy.scope():` and do not call it "
                 "before fit, so that the Trainer builds it there")
+
+
+def warn_about_shared_random_draws(strategy: tf.distribute.Strategy, module) -> None:
+    """Warns, naming them, about Keras Dropout layers under several replicas: their seed state is
+    one mirrored variable, so every replica draws the same mask (`layers.ReplicaDropout` does not)."""
+    if strategy.num_replicas_in_sync == 1:
+        return
+    shared = [layer.name for layer in module._flatten_layers()  # pylint: disable=protected-access
+              if isinstance(layer, tf.keras.layers.Dropout)
+              and not isinstance(layer, layers.ReplicaDropout)]
+    if shared:
+        logging.warning("%s: a Keras Dropout draws the same mask on every one of the %d replicas "
+                        "(its seed state is mirrored); use layers.ReplicaDropout for independent "
+                        "masks", ", ".join(shared), strategy.num_replicas_in_sync)
 
 
 def replica_mismatches(strategy: tf.distribute.Strategy, variables) -> dict[str, float]:

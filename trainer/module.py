@@ -143,16 +143,20 @@ class Module(tf.keras.Model):
         self.logbook.record(name, value, weight)
 
     def average_over_global_batch(self, per_example_loss):
-        """Returns sum(per_example_loss) / global batch size, plus this replica's regularization share.
+        """Returns the loss this replica contributes to the step: the sum of its per-example
+        losses divided by the GLOBAL batch size, plus its share of the regularization losses
+        (`self.losses`, e.g. kernel regularizers). Always float32, whatever the precision policy.
 
-        Each replica computes gradients on its slice and `apply_gradients` SUMS them across replicas.
-        Dividing by the global batch (not the replica's slice) makes that sum the gradient of the
-        mean loss over the global batch, exactly as on one device (../shared/PITFALLS.md item 1).
-        With gradient accumulation the global batch counts every micro-batch of the step, and
-        each micro-batch adds its share of the regularization loss.
+        Each replica computes gradients on its slice and the optimizer step SUMS them across
+        replicas. Dividing by the global batch (not the replica's slice) makes that sum the
+        gradient of the mean loss over the global batch, exactly as on one device (see
+        docs/pitfalls.md). With gradient accumulation the global batch counts every micro-batch
+        of the step, and each micro-batch adds its share of the regularization loss.
         """
+        per_example_loss = tf.cast(per_example_loss, tf.float32)
         loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=self.global_batch_size)
         if self.losses:
-            regularization = tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+            regularization = tf.nn.scale_regularization_loss(
+                tf.add_n([tf.cast(term, tf.float32) for term in self.losses]))
             loss += regularization / self.micro_batches_per_step
         return loss

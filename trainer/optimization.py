@@ -58,9 +58,15 @@ class DynamicLossScale:
     """Dynamic loss scaling for float16: scale the loss up so small gradients do not flush to 0.
 
     The scale halves after a step with non-finite gradients (that step is skipped) and doubles
-    after `growth_interval` finite steps in a row. Its variables are checkpointed with the run.
-    Create it inside `strategy.scope()`; `update` runs in cross-replica context.
+    after `growth_interval` finite steps in a row, between MIN_SCALE and MAX_SCALE. An overflow is
+    the routine signal to shrink, not an error; only an overflow at MIN_SCALE means the gradients
+    themselves are broken. The ceiling keeps a long run from growing the scale until every step
+    overflows. Its variables are checkpointed with the run. Create it inside `strategy.scope()`;
+    `update` runs in cross-replica context.
     """
+
+    MIN_SCALE = 1.0
+    MAX_SCALE = 2.0**24
 
     def __init__(self, *, initial_scale: float = 2.0**15, growth_interval: int = 2000):
         aggregation = tf.VariableAggregation.ONLY_FIRST_REPLICA  # Identical on every replica.
@@ -76,12 +82,41 @@ class DynamicLossScale:
     def unscale(self, grads):
         return [g / self.scale for g in grads]
 
+    def at_minimum(self) -> tf.Tensor:
+        """Whether the scale cannot shrink any further."""
+        return self.scale <= self.MIN_SCALE
+
     def update(self, finite) -> None:
         """Grows the scale after `growth_interval` finite steps; halves it after an overflow."""
         grow = finite & (self.finite_steps + 1 >= self.growth_interval)
-        self.scale.assign(tf.where(finite, tf.where(grow, self.scale * 2.0, self.scale),
-                                   tf.maximum(self.scale / 2.0, 1.0)))
+        grown = tf.minimum(self.scale * 2.0, self.MAX_SCALE)
+        self.scale.assign(tf.where(finite, tf.where(grow, grown, self.scale),
+                                   tf.maximum(self.scale / 2.0, self.MIN_SCALE)))
         self.finite_steps.assign(tf.where(finite & ~grow, self.finite_steps + 1, 0))
+
+
+class WarmupSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """A linear warmup to `peak` over `warmup_steps` optimizer steps, then `after` (a rate or a
+    schedule, counted from the end of the warmup).
+
+    Step s < warmup_steps runs at peak x (s + 1) / warmup_steps: the first step already learns,
+    and the last warmup step runs at the peak. (Keras' CosineDecay warms up from step 0 at rate
+    0, a step that changes nothing but the optimizer's moments.)
+    """
+
+    def __init__(self, peak: float, warmup_steps: int, after):
+        super().__init__()
+        self.peak, self.warmup_steps, self.after = peak, warmup_steps, after
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = self.peak * (step + 1.0) / self.warmup_steps
+        after = (self.after(step - self.warmup_steps) if callable(self.after)
+                 else tf.constant(self.after, tf.float32))
+        return tf.where(step < self.warmup_steps, warmup, after)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "after": self.after}
 
 
 def all_finite(tensors) -> tf.Tensor:

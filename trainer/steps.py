@@ -16,6 +16,8 @@ computed inside replica context, so that every replica receives the total.
                                    statistics (they drift apart without synchronized BatchNorm)
 """
 
+import contextlib
+
 import tensorflow as tf
 
 from trainer import config as config_lib
@@ -45,6 +47,10 @@ class StepFunctions:
         self.loss_scale = None
         self.skipped_steps = None
         if config.reduces_gradients_itself:
+            if not hasattr(optimizer, "_all_reduce_sum_gradients"):  # See apply_reduced_gradients.
+                raise TypeError(f"the optimizer ({type(optimizer).__name__}) is not a TensorFlow "
+                                "Keras optimizer, which clipping, accumulation, fp16 and anomaly "
+                                "checks need")
             self.accumulator = optimization.GradientAccumulator(module.trainable_variables)
             if config.precision == "16-mixed":
                 self.loss_scale = optimization.DynamicLossScale()
@@ -75,21 +81,22 @@ class StepFunctions:
     def train_loop(self, iterator, num_steps):
         """Runs `num_steps` optimizer steps in one call: one dispatch and one host sync per call.
 
-        Returns the last step's loss (mean over its global batch) and whether it was finite;
-        with `detect_anomaly` a non-finite step ends the call early.
+        Returns the last step's loss (mean over its global batch, float32) and whether the step
+        was healthy; with `detect_anomaly` an unhealthy step (see `reduced_train_step`) ends the
+        call early.
         """
-        loss, finite = tf.constant(0.0), tf.constant(True)
+        loss, healthy = tf.constant(0.0), tf.constant(True)
         with self.module.logbook.recording("train"):
             for _ in tf.range(num_steps):  # A tensor bound: a graph loop, traced once for any n.
                 if self.config.reduces_gradients_itself:
-                    loss, finite = self.reduced_train_step(iterator)
+                    loss, healthy = self.reduced_train_step(iterator)
                 else:
                     per_replica = self.strategy.run(self._maybe_xla(self.train_step),
                                                     args=(next(iterator),))
-                    loss = self.strategy.reduce(SUM, per_replica, axis=None)
-                if self.config.detect_anomaly and not finite:
+                    loss = _as_float32(self.strategy.reduce(SUM, per_replica, axis=None))
+                if self.config.detect_anomaly and not healthy:
                     break
-        return loss, finite
+        return loss, healthy
 
     def train_step(self, batch):
         """One optimizer step on this replica's slice of the global batch; runs on every replica."""
@@ -107,26 +114,32 @@ class StepFunctions:
 
             for each micro-batch:          [every replica] forward, backward, add to its sums
             all-reduce the sums once       [every replica] unscale, check, clip
-            if the total is finite:        [every replica] apply it
-            else: skip the step (counted)  fp16 overflow; the loss scale shrinks
+            if the total is finite:        [every replica] apply it, without a second all-reduce
+            else: skip the step (counted)  an fp16 overflow: the loss scale shrinks
 
-        Returns the step's loss (mean over everything it saw) and whether it was finite.
+        Returns the step's loss (mean over everything it saw) and whether the step was healthy.
+        Unhealthy is a non-finite loss or non-finite gradients; under fp16 non-finite gradients
+        are the loss scale's routine signal to shrink, and unhealthy only at the minimum scale.
         """
         loss = tf.constant(0.0)
         for _ in tf.range(self.config.accumulate_grad_batches):
             per_replica = self.strategy.run(self._maybe_xla(self.accumulate_gradients),
                                             args=(next(iterator),))
-            loss += self.strategy.reduce(SUM, per_replica, axis=None)
-        grads, finite = self.strategy.run(self.reduce_gradients)
-        finite = self.strategy.experimental_local_results(finite)[0] & tf.math.is_finite(loss)
-        if finite:  # The same on every replica: it was computed from the all-reduced gradients.
-            self.strategy.run(self.apply_gradients, args=(grads,))
+            loss += _as_float32(self.strategy.reduce(SUM, per_replica, axis=None))
+        grads, grads_finite = self.strategy.run(self.reduce_gradients)
+        # Every replica computed the same flag from the same all-reduced numbers: read one.
+        grads_finite = self.strategy.experimental_local_results(grads_finite)[0]
+        healthy = tf.math.is_finite(loss) & grads_finite
+        if self.loss_scale:
+            healthy = tf.math.is_finite(loss) & (grads_finite | ~self.loss_scale.at_minimum())
+        if tf.math.is_finite(loss) & grads_finite:
+            self.strategy.run(self.apply_reduced_gradients, args=(grads,))
         else:
             self.optimizer.iterations.assign_add(1)  # Skipped, but counted: the data moved on.
             self.skipped_steps.assign_add(1)
         if self.loss_scale:
-            self.loss_scale.update(finite)
-        return loss, finite
+            self.loss_scale.update(grads_finite)
+        return loss, healthy
 
     def accumulate_gradients(self, batch):
         """Adds one micro-batch's gradients to this replica's sums; runs on every replica."""
@@ -139,18 +152,25 @@ class StepFunctions:
     def reduce_gradients(self):
         """All-reduces this step's gradients, then unscales, checks and clips them (per replica)."""
         context = tf.distribute.get_replica_context()
-        grads = context.all_reduce(SUM, self.accumulator.take())
+        grads = context.all_reduce(SUM, self.accumulator.take())  # The step's one all-reduce.
         if self.loss_scale:
             grads = self.loss_scale.unscale(grads)
         finite = optimization.all_finite(grads)
         if self.config.gradient_clip_val is not None:  # On the sum, as one device would.
             grads = optimization.clip(grads, self.config.gradient_clip_val,
                                       self.config.gradient_clip_algorithm)
-        # apply_gradients SUMS the replicas' gradients again: each replica passes its share.
-        return [g / context.num_replicas_in_sync for g in grads], finite
+        return grads, finite
 
-    def apply_gradients(self, grads):
-        self.optimizer.apply_gradients(zip(grads, self.module.trainable_variables))
+    def apply_reduced_gradients(self, grads):
+        """Applies this replica's copy of the all-reduced gradients; runs on every replica.
+
+        In replica context Keras' optimizer SUMS the gradients it is given over the replicas
+        (`_all_reduce_sum_gradients`) before it applies them. These are already the sums, so that
+        second all-reduce would only double the traffic; it is switched off while this call is
+        traced, and the optimizer applies the sums as they are.
+        """
+        with _gradients_already_reduced(self.optimizer):
+            self.optimizer.apply_gradients(zip(grads, self.module.trainable_variables))
 
     def _maybe_xla(self, replica_function):
         """`replica_function`, XLA-compiled with `jit_compile`. XLA compiles the per-replica step
@@ -192,6 +212,24 @@ class StepFunctions:
 # At the end of the evaluation data some replicas receive an empty batch (fewer examples than
 # replicas are left). Hooks never see one: oneDNN convolutions on CPU return their input unchanged
 # for an empty batch, and a hook's metrics gain nothing from it anyway.
+
+@contextlib.contextmanager
+@tf.autograph.experimental.do_not_convert
+def _gradients_already_reduced(optimizer):
+    """Within the block, `optimizer` applies the gradients it is given without all-reducing them."""
+    original = optimizer._all_reduce_sum_gradients  # pylint: disable=protected-access
+    object.__setattr__(optimizer, "_all_reduce_sum_gradients", lambda grads_and_vars: grads_and_vars)
+    try:
+        yield
+    finally:
+        object.__setattr__(optimizer, "_all_reduce_sum_gradients", original)
+
+
+def _as_float32(loss):
+    """The loss as float32, whatever the policy computed it in: the loop's running values keep one
+    dtype (a bfloat16 loss after a float32 start would change a loop variable's dtype)."""
+    return tf.cast(loss, tf.float32)
+
 
 def _batch_size(batch):
     return tf.shape(tf.nest.flatten(batch)[0])[0]

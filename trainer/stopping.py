@@ -22,7 +22,8 @@ class TrainingInterrupted(Exception):
 
 
 class AnomalyDetected(RuntimeError):
-    """Raised by `fit` with `detect_anomaly` when a step's loss or gradients are NaN or Inf."""
+    """Raised by `fit` with `detect_anomaly` when a step's loss or gradients are NaN or Inf
+    (under fp16 loss scaling: gradients that overflow even at the minimum scale)."""
 
     @classmethod
     def at(cls, step: int, loss: float, checkpointer) -> "AnomalyDetected":

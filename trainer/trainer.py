@@ -130,6 +130,7 @@ class Trainer:
         for line in reporting.plan_lines(self):
             self._print(line)
         self.should_stop, self.stop_reason = False, None
+        self._stop_signal = None  # A signal that stopped an earlier fit is spent.
         self._call("on_train_begin", {})
         if self.loop_config.num_sanity_val_steps and self.data.has("val"):
             self._sanity_check()
@@ -149,13 +150,12 @@ class Trainer:
                 logs = self._train_epoch(train_iterator, epoch)
                 if (self.schedule.validate_at_epoch_end(epoch, self.global_step)
                         and self.data.has("val")):
-                    logs.update(self._validate())
+                    logs.update(self._validate(epoch))
                 logs["elapsed_seconds"] = time.perf_counter() - start_time
                 self.history.append(logs)
                 self._print(reporting.epoch_line(epoch, self.loop_config.epochs, self.global_step,
                                                  logs))
-                if self.best_models and self.best_models.monitor in logs:
-                    self.best_models.update(self.module, epoch, self.global_step, logs)
+                self._rank(epoch, logs, validation=False)
                 self._call("on_epoch_end", epoch, logs)
                 self._save_checkpoint()
 
@@ -220,6 +220,7 @@ class Trainer:
             if not module.built:  # The first call creates the variables, mirrored on every replica.
                 module(tf.zeros([1, *datamodule.input_shape]), training=False)
             distribute.check_created_in_scope(self.strategy, module.variables)
+            distribute.warn_about_shared_random_draws(self.strategy, module)
             optimizer = module.configure_optimizers()
             if not isinstance(optimizer, tf.keras.optimizers.Optimizer):
                 raise TypeError("configure_optimizers() must return a tf.keras optimizer, "
@@ -257,10 +258,10 @@ class Trainer:
         validation_logs = {}
         start_time = last_time = time.perf_counter()
         while step < end_step and not self.should_stop:
-            loss, finite = train_loop(iterator,
-                                      tf.constant(self.schedule.steps_in_next_loop(step, epoch)))
+            loss, healthy = train_loop(iterator,
+                                       tf.constant(self.schedule.steps_in_next_loop(step, epoch)))
             previous_step, step = step, self.global_step  # Once per loop, never per step.
-            if self.step_config.detect_anomaly and not finite:
+            if self.step_config.detect_anomaly and not healthy:
                 raise AnomalyDetected.at(step, float(loss), self.checkpointer)
             now = time.perf_counter()
             self._call("on_train_batch_end", step, {
@@ -268,7 +269,7 @@ class Trainer:
                 "images_per_s": (step - previous_step) * examples_per_step / (now - last_time)})
             last_time = now
             if self.schedule.validate_after_loop(step) and self.data.has("val"):
-                validation_logs = self._validate()
+                validation_logs = self._validate(epoch)
             self._checkpoint_if_due_or_stopping(step)
         seconds = time.perf_counter() - start_time
         return {**self.module.logbook.results("train"), **validation_logs,
@@ -277,10 +278,20 @@ class Trainer:
 
     # ---- Evaluation ----------------------------------------------------------------------------
 
-    def _validate(self):
+    def _validate(self, epoch=None):
+        """Validates; during fit (`epoch` given) the validated weights are ranked at once."""
         logs = self._evaluate("val", limit=self.loop_config.limit_val_batches)
-        self._call("on_validation_end", logs)
+        if epoch is not None:
+            self._rank(epoch, logs, validation=True)
+        self._call("on_validation_end", logs)  # After ranking: a callback may change weights.
         return logs
+
+    def _rank(self, epoch, logs, *, validation):
+        """Ranks the module's weights by `logs` while they are the weights that produced them:
+        a `val_*` monitor right after each validation (mid-epoch ones included; `_evaluate`
+        has averaged the replicas' copies), any other monitor with the epoch's logs."""
+        if self.best_models and self.best_models.monitor.startswith("val_") == validation:
+            self.best_models.update(self.module, epoch, self.global_step, logs)
 
     def _sanity_check(self):
         """Runs a few validation batches before training, so a broken `validation_step` fails now."""

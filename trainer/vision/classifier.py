@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from trainer import module
+from trainer import optimization
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -14,11 +15,13 @@ class ImageClassifier(module.Module):
         network: a Keras model mapping a batch of images to logits, e.g. `layers.build_cnn(...)`.
         learning_rate: Adam's learning rate.
         weight_decay: if > 0, AdamW's decoupled weight decay: every step also shrinks each
-            variable by learning_rate * weight_decay * variable, apart from the gradient.
+            kernel (every variable of 2 or more dimensions; not the biases nor BatchNorm's scale
+            and offset) by learning_rate * weight_decay * kernel, apart from the gradient.
         label_smoothing: if > 0, the training target puts 1 - label_smoothing + ls/classes on
             the true class and ls/classes on each other class. Evaluation uses hard labels.
         lr_schedule: "constant", or "cosine" (decay to 0 over the Trainer's `total_steps`).
-        warmup_steps: optimizer steps of linear warmup from 0 to `learning_rate` first.
+        warmup_steps: optimizer steps of linear warmup to `learning_rate` first; step s of the
+            warmup (from 0) runs at (s + 1) / warmup_steps x `learning_rate`.
     """
 
     def __init__(self, network: tf.keras.Model, *, learning_rate: float = 3e-4,
@@ -43,7 +46,9 @@ class ImageClassifier(module.Module):
         self.label_smoothing = label_smoothing
 
     def call(self, images, training=False):
-        return self.network(images, training=training)
+        # Float32 logits under any precision policy, whatever the network's last layer computes
+        # in: softmax and the loss need float32's range, and the loop keeps the loss in float32.
+        return tf.cast(self.network(images, training=training), tf.float32)
 
     def training_step(self, batch):
         images, labels = batch
@@ -65,10 +70,16 @@ class ImageClassifier(module.Module):
 
     def configure_optimizers(self):
         learning_rate = self._learning_rate()
-        if self.weight_decay:
-            return tf.keras.optimizers.AdamW(learning_rate=learning_rate,
-                                             weight_decay=self.weight_decay)
-        return tf.keras.optimizers.Adam(learning_rate=learning_rate)
+        if not self.weight_decay:
+            return tf.keras.optimizers.Adam(learning_rate=learning_rate)
+        optimizer = tf.keras.optimizers.AdamW(learning_rate=learning_rate,
+                                              weight_decay=self.weight_decay)
+        # Decay the weight matrices and kernels only: biases and BatchNorm's scale and offset
+        # (the 1-D variables) are left alone, the usual practice (timm, BERT): shrinking them
+        # toward 0 only fights the normalization and the layer's offset.
+        optimizer.exclude_from_weight_decay(
+            var_list=[v for v in self.trainable_variables if len(v.shape) <= 1])
+        return optimizer
 
     def _learning_rate(self):
         """The learning rate, or a schedule of it over optimizer steps (`self.total_steps`)."""
@@ -77,14 +88,11 @@ class ImageClassifier(module.Module):
         if self.warmup_steps >= self.total_steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be fewer than the run's "
                              f"{self.total_steps} optimizer steps")
-        # Keras' CosineDecay warms up linearly from initial_learning_rate to warmup_target, then
-        # decays to alpha x warmup_target; alpha = 1 keeps it constant after the warmup.
-        return tf.keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if self.warmup_steps else self.learning_rate,
-            decay_steps=self.total_steps - self.warmup_steps,
-            alpha=1.0 if self.lr_schedule == "constant" else 0.0,
-            warmup_target=self.learning_rate if self.warmup_steps else None,
-            warmup_steps=self.warmup_steps)
+        after_warmup = self.learning_rate
+        if self.lr_schedule == "cosine":
+            after_warmup = tf.keras.optimizers.schedules.CosineDecay(
+                self.learning_rate, decay_steps=self.total_steps - self.warmup_steps)
+        return optimization.WarmupSchedule(self.learning_rate, self.warmup_steps, after_warmup)
 
     def _evaluate(self, batch):
         """Logs loss and accuracy per example, so the means stay exact for a partial last batch."""
