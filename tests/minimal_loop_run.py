@@ -1,0 +1,99 @@
+"""Trains the same batches with the Trainer and with examples/minimal_loop.py, and saves both.
+
+Run as a subprocess (one strategy per process, and logical CPU devices must be set up before
+TensorFlow initialises its devices):
+
+    python tests/minimal_loop_run.py OUT.npz --cpu_devices=2
+
+Both loops start from the same weights, use plain SGD and read the Trainer's DataModule pipeline,
+unshuffled, so they see the same batches. OUT.npz holds `initial/<i>`, `trainer/<i>` and
+`minimal/<i>`: the i-th trainable variable before training and after each loop. OUT.json holds
+the variable paths, each loop's last-epoch training loss and validation accuracy, and how many
+validation examples the minimal loop counted.
+"""
+
+import argparse
+import json
+
+import numpy as np
+
+from trainer import distribute
+
+EPOCHS = 2
+LEARNING_RATE = 0.05
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--cpu_devices", type=int, default=1)
+    args = parser.parse_args()
+
+    strategy = distribute.create_strategy("mirrored" if args.cpu_devices > 1 else "default",
+                                          cpu_devices=args.cpu_devices)
+    import data  # pylint: disable=import-outside-toplevel
+    import layers  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import trainer  # pylint: disable=import-outside-toplevel
+    from examples import minimal_loop  # pylint: disable=import-outside-toplevel
+
+    class SGDClassifier(trainer.ImageClassifier):
+        def configure_optimizers(self):
+            return tf.keras.optimizers.SGD(LEARNING_RATE)
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(196, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=196)
+    # 128 training examples: 4 steps of 32 per epoch, in the same order every epoch. 68 validation
+    # examples end in a partial batch; on 2 replicas the last step is 4 examples and an empty batch.
+    datamodule = data.ArrayImageData(train=(images[:128], labels[:128]),
+                                     val=(images[128:], labels[128:]), num_classes=10,
+                                     batch_size=32, seed=0, shuffle_buffer_size=1)
+    datamodule.setup()
+
+    tf.keras.utils.set_random_seed(0)
+    with strategy.scope():
+        networks = [layers.build_cnn("sequential", input_shape=(32, 32, 3), num_classes=10)
+                    for _ in range(2)]
+        for network in networks:
+            network(tf.zeros([1, 32, 32, 3]))
+        networks[1].set_weights(networks[0].get_weights())
+        module = SGDClassifier(networks[0], learning_rate=LEARNING_RATE)
+        optimizer = tf.keras.optimizers.SGD(LEARNING_RATE)
+        optimizer.build(networks[1].trainable_variables)
+    initial = [v.numpy() for v in networks[0].trainable_variables]
+
+    fitter = trainer.Trainer(strategy=strategy, epochs=EPOCHS, steps_per_loop=3,
+                             enable_progress_bar=False, enable_model_summary=False,
+                             num_sanity_val_steps=0)
+    logs = fitter.fit(module, datamodule)
+
+    # The minimal loop's host loop, as in its main(); 2 steps per call where the Trainer runs 3
+    # then 1: how the steps are grouped into calls must not matter.
+    train_loop = minimal_loop.make_train_loop(strategy, networks[1], optimizer,
+                                              datamodule.batch_size)
+    iterator = iter(strategy.distribute_datasets_from_function(datamodule.train_dataset))
+    steps_per_epoch = datamodule.steps_per_epoch()
+    for _ in range(EPOCHS):  # The loss kept is the last epoch's sum of step means.
+        total = sum(float(train_loop(iterator, tf.constant(2)))
+                    for _ in range(steps_per_epoch // 2))
+    accuracy, examples = minimal_loop.evaluate(strategy, networks[1], datamodule.val_dataset)
+
+    arrays = {}
+    for name, weights in (("initial", initial),
+                          ("trainer", [v.numpy() for v in networks[0].trainable_variables]),
+                          ("minimal", [v.numpy() for v in networks[1].trainable_variables])):
+        arrays.update({f"{name}/{i}": w for i, w in enumerate(weights)})
+    np.savez(args.out, **arrays)
+    report = {"paths": [v.path for v in networks[0].trainable_variables],
+              "replicas": strategy.num_replicas_in_sync, "steps": int(optimizer.iterations.numpy()),
+              "trainer": {"loss": logs["train_loss"], "accuracy": logs["val_accuracy"],
+                          "steps": logs["steps"]},
+              "minimal": {"loss": total / steps_per_epoch, "accuracy": accuracy,
+                          "examples": examples}}
+    with open(args.out.replace(".npz", ".json"), "w") as f:
+        json.dump(report, f)
+
+
+if __name__ == "__main__":
+    main()

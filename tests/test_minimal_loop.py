@@ -1,0 +1,95 @@
+"""examples/minimal_loop.py does the Trainer's math: the same weights after the same batches.
+
+Each configuration runs in its own process (tests/minimal_loop_run.py): one strategy per process.
+"""
+
+import concurrent.futures
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import TESTS, run_python
+
+# Plain SGD keeps float noise at float noise (Adam would turn noise in a near-zero gradient into a
+# full learning-rate step), so the weights can be compared tightly.
+ATOL = 2e-5
+REPLICAS = (1, 2)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Runs tests/minimal_loop_run.py on 1 device and on 2 replicas, both at once."""
+    out_dir = tmp_path_factory.mktemp("minimal_loop")
+
+    def run(replicas):
+        out = os.path.join(out_dir, f"replicas{replicas}.npz")
+        result = run_python(["tests/minimal_loop_run.py", out, f"--cpu_devices={replicas}"])
+        assert result.returncode == 0, f"{replicas} replica(s) failed:\n{result.stderr[-4000:]}"
+        with open(out.replace(".npz", ".json")) as f:
+            return replicas, (dict(np.load(out)), json.load(f))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, REPLICAS))
+
+
+def _weights(arrays, name):
+    count = len([key for key in arrays if key.startswith(f"{name}/")])
+    return [arrays[f"{name}/{i}"] for i in range(count)]
+
+
+def _largest_difference(one, two):
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(one, two, strict=True))
+
+
+@pytest.mark.parametrize("replicas", REPLICAS)
+def test_minimal_loop_ends_with_the_trainers_weights(runs, replicas):
+    arrays, report = runs[replicas]
+    assert report["replicas"] == replicas
+    assert report["steps"] == report["trainer"]["steps"] == 8
+    for path, ours, theirs in zip(report["paths"], _weights(arrays, "minimal"),
+                                  _weights(arrays, "trainer"), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=ATOL, err_msg=path)
+    assert report["minimal"]["loss"] == pytest.approx(report["trainer"]["loss"], abs=1e-5)
+
+
+@pytest.mark.parametrize("replicas", REPLICAS)
+def test_the_weights_moved_far_more_than_the_tolerance(runs, replicas):
+    # Guards the comparison above: both loops must have trained, far beyond ATOL.
+    arrays, _ = runs[replicas]
+    initial = _weights(arrays, "initial")
+    assert _largest_difference(_weights(arrays, "trainer"), initial) > 50 * ATOL
+    assert _largest_difference(_weights(arrays, "minimal"), initial) > 50 * ATOL
+
+
+def test_minimal_loop_on_two_replicas_trains_like_one_device(runs):
+    assert _largest_difference(_weights(runs[1][0], "initial"),
+                               _weights(runs[2][0], "initial")) == 0
+    assert _largest_difference(_weights(runs[1][0], "minimal"),
+                               _weights(runs[2][0], "minimal")) < ATOL
+
+
+@pytest.mark.parametrize("replicas", REPLICAS)
+def test_evaluation_counts_every_example_once(runs, replicas):
+    # 68 examples: on 2 replicas the last step hands one replica 4 examples, the other none.
+    report = runs[replicas][1]
+    assert report["minimal"]["examples"] == 68
+    assert report["minimal"]["accuracy"] == pytest.approx(report["trainer"]["accuracy"], abs=1e-6)
+
+
+def test_runs_end_to_end_on_mocked_cifar10():
+    # 80 examples per split, 64 per step: one training step per epoch; the test set ends with a
+    # step of 16 examples on one replica and none on the other.
+    result = run_python([os.path.join(TESTS, "mocked_example.py"), "80", "examples/minimal_loop.py",
+                         "--cpu_devices=2", "--epochs=2", "--steps_per_call=1"])
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["epoch 1/2", "epoch 2/2"]
+    assert lines[-1].startswith("test accuracy ") and lines[-1].endswith("(80 examples)")
+
+
+def test_batch_size_must_split_evenly_across_the_replicas():
+    result = run_python(["examples/minimal_loop.py", "--cpu_devices=2", "--batch_size=63"])
+    assert result.returncode != 0
+    assert "--batch_size (63) must be a multiple of replicas (2)" in result.stderr
