@@ -39,6 +39,8 @@ class Timer(base.Callback):
 
     def on_train_begin(self, logs):
         self._start = time.monotonic()
+        if self.elapsed >= self.max_seconds:  # Restored from a run that had used it all.
+            self.trainer.request_stop("max_time")
 
     @property
     def elapsed(self) -> float:
