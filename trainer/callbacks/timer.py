@@ -42,6 +42,9 @@ class Timer(base.Callback):
         if self.elapsed >= self.max_seconds:  # Restored from a run that had used it all.
             self.trainer.request_stop("max_time")
 
+    def on_train_end(self, logs):
+        self.used_before, self._start = self.elapsed, None  # Only training time counts.
+
     @property
     def elapsed(self) -> float:
         return self.used_before + (time.monotonic() - self._start if self._start else 0.0)
