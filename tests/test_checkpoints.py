@@ -1,4 +1,7 @@
-"""Checkpoints: a run killed at any moment and restarted ends bit-identical to an uninterrupted one."""
+"""Checkpoints: SIGTERM, settings checks, damaged checkpoints, the best models, the export.
+
+Kills at every point of a run and exact resume: tests/test_resume.py.
+"""
 
 import glob
 import json
@@ -54,57 +57,6 @@ def _wait_for_checkpoint_after(model_dir, step, process, timeout=120):
                                  + process.stderr.read()[-3000:])
         time.sleep(0.02)
     raise AssertionError("no checkpoint appeared")
-
-
-def _final_state(model_dir):
-    """Every tensor of the latest checkpoint (but the save counter), and results.json."""
-    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    reader = tf.train.load_checkpoint(path)
-    tensors = {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
-               if "save_counter" not in name and name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
-    with open(os.path.join(model_dir, "results.json")) as f:
-        results = json.load(f)
-    return path, tensors, results
-
-
-def _kill_twice_and_finish(model_dir, extra=()):
-    """SIGKILLs the run right after its first checkpoint, restarts it, kills it again after a
-    newer checkpoint, and lets a third start finish. Returns the resumed-from steps."""
-    resumed = []
-    for _ in range(2):
-        process = _start(model_dir, extra)
-        _wait_for_checkpoint_after(model_dir, _latest_step(model_dir), process)
-        process.kill()  # SIGKILL: no chance to clean up.
-        process.wait()
-        log = process.stderr.read()
-        resumed += [int(line.split("step ")[1].split(",")[0]) for line in log.splitlines()
-                    if "resumed from" in line]
-    final = subprocess.run(_command(model_dir, extra), cwd=ROOT, env=subprocess_env(),
-                           capture_output=True, text=True, timeout=300)
-    assert final.returncode == 0, final.stderr[-3000:]
-    resumed += [int(line.split("step ")[1].split(",")[0]) for line in final.stderr.splitlines()
-                if "resumed from" in line]
-    return resumed
-
-
-@pytest.mark.parametrize("devices", [[], ["--strategy=mirrored", "--cpu_devices=2"]],
-                         ids=["one_device", "two_replicas"])
-def test_killed_and_restarted_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, devices):
-    clean = run_main_mocked([*FLAGS, f"--model_dir={tmp_path / 'clean'}", *devices],
-                            num_examples=NUM_EXAMPLES)
-    assert clean.returncode == 0, clean.stderr[-3000:]
-    resumed = _kill_twice_and_finish(str(tmp_path / "killed"), devices)
-    # Two restarts, each from a checkpoint before the end (60 steps), at least one mid-epoch.
-    assert len(resumed) == 2 and all(0 < step < 60 for step in resumed), resumed
-    assert any(step % 20 for step in resumed), resumed
-    clean_path, clean_tensors, clean_results = _final_state(str(tmp_path / "clean"))
-    killed_path, killed_tensors, killed_results = _final_state(str(tmp_path / "killed"))
-    assert clean_path.endswith("ckpt-60") and killed_path.endswith("ckpt-60")
-    assert clean_tensors.keys() == killed_tensors.keys()
-    for name, value in clean_tensors.items():
-        np.testing.assert_array_equal(value, killed_tensors[name], err_msg=name)
-    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "steps"):
-        assert killed_results[key] == clean_results[key], key
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_non_zero(tmp_path):

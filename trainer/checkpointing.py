@@ -11,11 +11,14 @@ a crash while saving leaves the previous checkpoint as the latest.
 """
 
 import json
+import math
 import os
 import shutil
 import tempfile
 
 import tensorflow as tf
+
+from trainer import files
 
 RUN_CONFIG = "run_config.json"
 
@@ -83,6 +86,35 @@ class Checkpointer:
         return path
 
 
+class RunRecord(tf.train.experimental.PythonState):
+    """The run's record, kept in every checkpoint so that it survives any kill and resume.
+
+    `history` has one entry per finished epoch ({"epoch": 1-based, "step": the optimizer step it
+    ended at, then its logs}); `epoch_validation` holds the current epoch's last mid-epoch
+    validation, which its history entry will report. A resumed run therefore writes the same
+    history.json, results.json and curves as one that never stopped.
+    """
+
+    def __init__(self):
+        self.history: list[dict] = []
+        self.epoch_validation: dict[str, float] = {}
+
+    def end_epoch(self, epoch: int, step: int, logs: dict) -> None:
+        """Records epoch `epoch` (0-based), ended at optimizer step `step`, with its logs. An
+        epoch cut short (max_time) and finished by a resumed run gets one entry, the last."""
+        self.history[:] = [entry for entry in self.history if entry["epoch"] != epoch + 1]
+        self.history.append({"epoch": epoch + 1, "step": step, **logs})
+        self.epoch_validation = {}
+
+    def serialize(self) -> str:
+        return json.dumps({"history": self.history, "epoch_validation": self.epoch_validation})
+
+    def deserialize(self, string_value) -> None:
+        saved = json.loads(string_value)
+        self.history[:] = saved["history"]  # In place: callers may hold the list.
+        self.epoch_validation = saved["epoch_validation"]
+
+
 def untracked_variables(module) -> list:
     """The module's variables that `tf.train.Checkpoint(module=module)` would not save.
 
@@ -112,8 +144,7 @@ def check_run_config(model_dir: str, config: dict) -> None:
                 "Use another --model_dir, or --fresh_start to set the old run aside")
         return
     os.makedirs(model_dir, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(config, f, indent=2)
+    files.write_json(path, config)
 
 
 def set_aside(model_dir: str) -> str | None:
@@ -174,7 +205,8 @@ class BestModels:
         return self.ranking[0] if self.ranking else None
 
     def update(self, module, epoch: int, step: int, logs: dict[str, float]) -> bool:
-        """Saves the module's weights if they rank in the top k; returns whether it did.
+        """Saves the module's weights if they rank in the top k; returns whether it did. A
+        non-finite score is never ranked.
 
         Call it with the weights that produced `logs`, before anything changes them.
 
@@ -186,6 +218,8 @@ class BestModels:
                              f"validation logged {sorted(k for k in logs if not k.endswith('seconds'))}")
         entry = {"epoch": epoch + 1, "step": step, "score": float(logs[self.monitor]),
                  "path": os.path.join(self._write_directory, f"step-{step}")}
+        if not math.isfinite(entry["score"]):
+            return False  # NaN or Inf ranks nowhere: a diverged model is never "the best".
         # A resumed run may validate a step again: its new entry replaces the old one.
         replaced = [e for e in self.ranking if e["step"] == step]
         others = [e for e in self.ranking if e["step"] != step]
@@ -204,9 +238,9 @@ class BestModels:
         if kept != self.ranking:
             self.ranking = kept
             if self.is_chief:
-                with open(os.path.join(self.directory, "best.json"), "w") as f:
-                    json.dump({"monitor": self.monitor, "higher_is_better": self.higher_is_better,
-                               "ranking": self.ranking}, f, indent=2)
+                files.write_json(os.path.join(self.directory, "best.json"),
+                                 {"monitor": self.monitor, "higher_is_better": self.higher_is_better,
+                                  "ranking": self.ranking})
         return entry in kept
 
     def restore_best(self, module) -> dict | None:

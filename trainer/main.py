@@ -12,6 +12,7 @@ same order.
 """
 
 import json
+import math
 import os
 import sys
 
@@ -27,6 +28,8 @@ import trainer
 from trainer import callbacks
 from trainer import checkpointing
 from trainer import distribute
+from trainer import faults
+from trainer import files
 from trainer import precision
 from trainer import reporting
 from trainer import schedule
@@ -128,14 +131,21 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
     if fitter.best_models:
         with strategy.scope():
             best = fitter.best_models.restore_best(module)
-        logging.info("the best epoch by %s: %s", fitter.best_models.monitor, best)
+        logging.info("the best validation by %s: %s", fitter.best_models.monitor, best)
     if not writes_files:
         return results
-    export_dir = export.export_for_serving(module, datamodule.input_shape,
-                                           os.path.join(model_dir, "export"), is_chief=is_chief)
-    if is_chief:
+    if export.all_finite(module):  # Every worker decides alike: they hold the same weights.
+        export_dir = export.export_for_serving(module, datamodule.input_shape,
+                                               os.path.join(model_dir, "export"),
+                                               is_chief=is_chief)
         logging.info("exported the %s model for serving to %s",
-                     "best" if fitter.best_models else "last", export_dir)
+                     "best" if fitter.best_models and fitter.best_models.best else "last",
+                     export_dir)
+    else:
+        logging.warning("nothing exported: the model's weights hold NaN or Inf and no validation "
+                        "scored a finite %s", run_flags.training.MONITOR.value)
+    if is_chief:
+        faults.reached("results")
         _write_outputs(model_dir, results, fitter.history)
     return results
 
@@ -284,12 +294,14 @@ def _prepare_model_dir(model_dir):
 def _write_outputs(model_dir, results, history):
     """Writes results.json, timings.json, history.json and curves.png (the chief only)."""
     # Metrics and timings apart: with --deterministic, two runs write identical results.json.
-    with open(os.path.join(model_dir, "results.json"), "w") as f:
-        json.dump(reporting.metrics_only(results), f, indent=2)
-    with open(os.path.join(model_dir, "timings.json"), "w") as f:
-        json.dump(reporting.timings_only(results), f, indent=2)
-    with open(os.path.join(model_dir, "history.json"), "w") as f:
-        json.dump(history, f, indent=2)  # One entry of logs per epoch.
+    metrics = reporting.metrics_only(results)
+    nonfinite = sorted(key for key, value in metrics.items()
+                       if isinstance(value, float) and not math.isfinite(value))
+    if nonfinite:  # Written as null (strict JSON has no NaN); this says which and why.
+        metrics["nonfinite"] = nonfinite
+    files.write_json(os.path.join(model_dir, "results.json"), metrics)
+    files.write_json(os.path.join(model_dir, "timings.json"), reporting.timings_only(results))
+    files.write_json(os.path.join(model_dir, "history.json"), history)  # One entry per epoch.
     logging.info("wrote %s", os.path.join(model_dir, "results.json"))
     curves = plots.plot_curves(history, os.path.join(model_dir, "curves.png"))
     if curves:

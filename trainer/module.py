@@ -77,6 +77,28 @@ class LogBook:
         with strategy.scope():
             self.create(stage, names)
 
+    def variables(self, stage: str) -> list:
+        """The variables of `stage`'s metrics (totals and counts), e.g. to checkpoint: a Keras 3
+        metric object itself is not tracked by `tf.train.Checkpoint`, its variables are."""
+        return [variable for metric in self.metrics[stage].values()
+                for variable in metric.variables]
+
+    def even_out(self, stage: str, strategy) -> None:
+        """Gives every replica's copy of `stage`'s metric variables the same share of their sum.
+
+        Each replica sums into its own copy; a read (or a checkpoint) sees the sum, and a
+        restore hands every replica sum / replicas. Called before each checkpoint, this puts the
+        running run into the very state a run resumed from that checkpoint starts in, so the two
+        go on to the same means bit for bit (exactly, for a power-of-two number of replicas).
+        """
+        replicas = strategy.num_replicas_in_sync
+        if replicas == 1:
+            return
+        for variable in self.variables(stage):
+            share = variable.value.read_value() / replicas  # The read is the sum (a collective).
+            for copy in strategy.experimental_local_results(variable.value):
+                copy.assign(share)
+
     def reset(self, stage: str) -> None:
         for metric in self.metrics[stage].values():
             metric.reset_state()

@@ -15,6 +15,7 @@ from trainer import checkpointing
 from trainer import config as config_lib
 from trainer import datasets
 from trainer import distribute
+from trainer import faults
 from trainer import precision as precision_lib
 from trainer import reporting
 from trainer import schedule as schedule_lib
@@ -99,13 +100,18 @@ class Trainer:
         self.steps_per_epoch: int | None = None
         self.schedule: schedule_lib.RunSchedule | None = None
         self.module = self.optimizer = self.datamodule = None
-        self.history: list[dict[str, float]] = []
+        self.record = checkpointing.RunRecord()  # The per-epoch history; checkpointed.
         self._stop_signal = None
         self._saved_step = None
 
     def request_stop(self, reason: str) -> None:
         """Ends `fit` after the current loop call (with a checkpoint); `reason` reaches the logs."""
         self.should_stop, self.stop_reason = True, reason
+
+    @property
+    def history(self) -> list[dict]:
+        """One entry per epoch trained, resumed runs included: its `epoch`, `step` and logs."""
+        return self.record.history
 
     @property
     def global_step(self) -> int:
@@ -131,36 +137,18 @@ class Trainer:
             self._print(line)
         self.should_stop, self.stop_reason = False, None
         self._stop_signal = None  # A signal that stopped an earlier fit is spent.
-        self._call("on_train_begin", {})
-        if self.loop_config.num_sanity_val_steps and self.data.has("val"):
-            self._sanity_check()
+        self._call("on_train_begin", {})  # A restored callback may stop the run at once.
         # Where to start follows from the step count alone (> 0 after a restore or an earlier
         # fit): the data of any epoch can be rebuilt from its number.
         start_epoch, steps_done = divmod(self.global_step, self.steps_per_epoch)
-        train_iterator = iter(self.data.training(  # Long-lived: its buffers stay warm.
-            start_epoch=start_epoch, steps_done=steps_done, steps_per_epoch=self.steps_per_epoch))
-        if self.schedule.finished(start_epoch, self.global_step):
-            self._print(f"nothing to train: the module has already done {self.global_step} steps")
-
-        with stopping.on_signals(self):
-            for epoch in range(start_epoch, self.loop_config.epochs):
-                if self.should_stop or self.schedule.finished(epoch, self.global_step):
-                    break
-                self._call("on_epoch_begin", epoch, {})
-                logs = self._train_epoch(train_iterator, epoch)
-                if (self.schedule.validate_at_epoch_end(epoch, self.global_step)
-                        and self.data.has("val")):
-                    logs.update(self._validate(epoch))
-                logs["elapsed_seconds"] = time.perf_counter() - start_time
-                self.history.append(logs)
-                self._print(reporting.epoch_line(epoch, self.loop_config.epochs, self.global_step,
-                                                 logs))
-                self._rank(epoch, logs, validation=False)
-                self._call("on_epoch_end", epoch, logs)
-                self._save_checkpoint()
-
+        if self.should_stop or self.schedule.finished(start_epoch, self.global_step):
+            self._print(f"training had already finished at step {self.global_step}; "
+                        "completing the end phase")
+        else:
+            self._train(start_epoch, steps_done, start_time)
         self._average_replica_copies()
-        last_epoch_logs = self.history[-1] if self.history else {}
+        last_epoch_logs = {k: v for k, v in (self.history[-1] if self.history else {}).items()
+                           if k not in ("epoch", "step")}
         if not self.stop_reason:
             max_steps = self.loop_config.max_steps
             self.stop_reason = ("max_steps" if max_steps and self.global_step >= max_steps
@@ -179,6 +167,7 @@ class Trainer:
         """Runs `test_step` over the test set; returns `test_*` means."""
         self._setup(module, datamodule)
         self.data.require("test")
+        faults.reached("test")
         logs = self._evaluate("test", limit=self.loop_config.limit_test_batches)
         self._print("test | " + reporting.format_logs(reporting.metrics_only(logs)))
         self._call("on_test_end", logs)
@@ -247,6 +236,34 @@ class Trainer:
 
     # ---- Training: the host loop ---------------------------------------------------------------
 
+    def _train(self, start_epoch, steps_done, start_time):
+        """The epochs of `fit`, from `start_epoch` (its first `steps_done` steps already taken)."""
+        if self.loop_config.num_sanity_val_steps and self.data.has("val"):
+            self._sanity_check()
+        train_iterator = iter(self.data.training(  # Long-lived: its buffers stay warm.
+            start_epoch=start_epoch, steps_done=steps_done, steps_per_epoch=self.steps_per_epoch))
+        with stopping.on_signals(self):
+            for epoch in range(start_epoch, self.loop_config.epochs):
+                if self.should_stop or self.schedule.finished(epoch, self.global_step):
+                    break
+                self._call("on_epoch_begin", epoch, {})
+                logs = self._train_epoch(train_iterator, epoch)
+                if (self.schedule.validate_at_epoch_end(epoch, self.global_step)
+                        and self.data.has("val")):
+                    logs.update(self._validate(epoch))
+                logs["elapsed_seconds"] = time.perf_counter() - start_time
+                self.record.end_epoch(epoch, self.global_step, logs)
+                self._print(reporting.epoch_line(epoch, self.loop_config.epochs, self.global_step,
+                                                 logs))
+                self._rank(epoch, logs, validation=False)
+                self._call("on_epoch_end", epoch, logs)
+                # The epoch's checkpoint comes after its bookkeeping, so that it holds the
+                # epoch's history entry; a signal during the validation or the callbacks stops
+                # the run here, with that checkpoint.
+                self._save_and_maybe_stop(self.global_step, epoch_end=True)
+            # A signal during the last save still stops the run before the end phase.
+            self._save_and_maybe_stop(self.global_step, epoch_end=True)
+
     def _train_epoch(self, iterator, epoch):
         """Runs one epoch of training steps, `steps_per_loop` per call; returns the epoch's logs."""
         train_loop = self.step_functions.traced("train", self.step_functions.train_loop)
@@ -255,7 +272,7 @@ class Trainer:
         step = first_step = self.global_step
         if step == epoch * self.steps_per_epoch:  # (A run resumed mid-epoch keeps its means.)
             self.module.logbook.reset("train")
-        validation_logs = {}
+            self.record.epoch_validation = {}
         start_time = last_time = time.perf_counter()
         while step < end_step and not self.should_stop:
             loss, healthy = train_loop(iterator,
@@ -269,10 +286,12 @@ class Trainer:
                 "images_per_s": (step - previous_step) * examples_per_step / (now - last_time)})
             last_time = now
             if self.schedule.validate_after_loop(step) and self.data.has("val"):
-                validation_logs = self._validate(epoch)
-            self._checkpoint_if_due_or_stopping(step)
+                self.record.epoch_validation = self._validate(epoch)
+            if step < end_step:  # The epoch's end is saved by fit, after its bookkeeping.
+                self._save_and_maybe_stop(step)
+            faults.reached("train_call")
         seconds = time.perf_counter() - start_time
-        return {**self.module.logbook.results("train"), **validation_logs,
+        return {**self.module.logbook.results("train"), **self.record.epoch_validation,
                 **self.step_functions.logs(), "train_seconds": seconds,
                 "train_images_per_s": (step - first_step) * examples_per_step / seconds}
 
@@ -280,6 +299,7 @@ class Trainer:
 
     def _validate(self, epoch=None):
         """Validates; during fit (`epoch` given) the validated weights are ranked at once."""
+        faults.reached("validation")
         logs = self._evaluate("val", limit=self.loop_config.limit_val_batches)
         if epoch is not None:
             self._rank(epoch, logs, validation=True)
@@ -332,28 +352,30 @@ class Trainer:
 
     def _restore_checkpoint(self):
         """Tracks the run's state and restores the given or latest checkpoint, inside the scope."""
-        self.checkpointer.track(
-            module=self.module, optimizer=self.optimizer,
-            train_metrics=list(self.module.logbook.metrics["train"].values()),
-            untracked=checkpointing.untracked_variables(self.module),
-            callbacks=callbacks_base.CallbackState(self.callbacks),
-            **self.step_functions.checkpointed())
-        with self.strategy.scope():
+        with self.strategy.scope():  # Callbacks may create variables to checkpoint.
+            self.checkpointer.track(
+                module=self.module, optimizer=self.optimizer,
+                train_metrics=self.module.logbook.variables("train"),
+                untracked=checkpointing.untracked_variables(self.module),
+                callbacks=callbacks_base.CallbackState(self.callbacks),
+                callback_variables=callbacks_base.checkpointed_variables(self.callbacks),
+                record=self.record, **self.step_functions.checkpointed())
             restored = self.checkpointer.restore(self.resume_from)
         if restored:
             step = self.global_step
             self._print(f"resumed from {restored}: step {step}, epoch "
                         f"{step // self.steps_per_epoch + 1} at batch {step % self.steps_per_epoch}")
 
-    def _checkpoint_if_due_or_stopping(self, step):
-        """Saves when the cadence says so; after a SIGTERM/SIGINT, saves and stops the run."""
+    def _save_and_maybe_stop(self, step, *, epoch_end=False):
+        """Saves when the cadence says so (and at every epoch end); after a SIGTERM/SIGINT on any
+        worker, saves and stops the run."""
         # Under multi-worker every worker must stop at the same step (saving is a collective), so
         # a signal or a stop request (e.g. Timer's, which reads each host's clock) on any worker
         # stops all. Voted once per call: a signal landing during the save counts at the next.
         signalled = distribute.any_worker(self.strategy, self._stop_signal is not None)
         if distribute.any_worker(self.strategy, self.should_stop) and not self.should_stop:
             self.request_stop("another worker's request")
-        if signalled or (self.checkpointer and self.checkpointer.due(step)):
+        if signalled or epoch_end or (self.checkpointer and self.checkpointer.due(step)):
             self._save_checkpoint()
         if signalled:
             signal_number = self._stop_signal or signal.SIGTERM  # SIGTERM: another worker's.
@@ -365,9 +387,11 @@ class Trainer:
         if not self.checkpointer or self._saved_step == step:
             return
         self._average_replica_copies()
+        self.module.logbook.even_out("train", self.strategy)  # As a restore would leave them.
         path = self.checkpointer.save(step)
         self._saved_step = step
         logging.debug("saved %s", path)
+        faults.reached("saved")
 
     # ---- Callbacks and output (output: chief only) --------------------------------------------------
 

@@ -14,7 +14,8 @@ what they need through `logs`; to stop the run they call `trainer.request_stop(r
 Trainer stops after the current loop call, saves a checkpoint and reports the reason).
 
 State that a resumed run needs (early-stopping counters, best scores, time used) goes into the
-run's checkpoints through `state_dict`/`load_state_dict`.
+run's checkpoints through `state_dict`/`load_state_dict`; larger state (a copy of the weights)
+through `checkpointed_variables`.
 """
 
 import json
@@ -64,6 +65,12 @@ class Callback:
     def load_state_dict(self, state: dict) -> None:
         """Restores what `state_dict` returned."""
 
+    def checkpointed_variables(self) -> list:
+        """TensorFlow variables this callback keeps in the run's checkpoints (empty: none), for
+        state too large for `state_dict`, such as a copy of the weights. Called once, inside
+        the strategy's scope, after the module is built and before a checkpoint is restored."""
+        return []
+
     @property
     def step_boundaries(self) -> tuple[int, ...]:
         """Optimizer steps at which a traced loop call must end, so that `on_train_batch_end`
@@ -77,6 +84,12 @@ def with_defaults(callbacks, defaults: dict) -> list[Callback]:
     given = {type(callback) for callback in callbacks}
     return [default() for default, enabled in defaults.items()
             if enabled and default not in given] + list(callbacks)
+
+
+def checkpointed_variables(callbacks: list[Callback]) -> dict[str, list]:
+    """{state_key: variables} of the callbacks that keep variables in the run's checkpoints."""
+    found = {callback.state_key: callback.checkpointed_variables() for callback in callbacks}
+    return {key: variables for key, variables in found.items() if variables}
 
 
 class CallbackState(tf.train.experimental.PythonState):

@@ -1,6 +1,7 @@
 """`EarlyStopping`: stop training when a monitored metric stops improving."""
 
 from absl import logging
+import tensorflow as tf
 
 from trainer.callbacks import base
 
@@ -15,7 +16,8 @@ class EarlyStopping(base.Callback):
         min_delta: an improvement must exceed this much to count.
         patience: checks without improvement before stopping.
         mode: "min", "max", or "auto" (max for names containing "acc", else min).
-        restore_best_weights: when stopping, put back the weights of the best check.
+        restore_best_weights: when stopping, put back the weights of the best check. Their
+            copy is kept in the run's checkpoints, so this also works after a resume.
     """
 
     def __init__(self, *, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 3,
@@ -34,11 +36,22 @@ class EarlyStopping(base.Callback):
         self.best: float | None = None
         self.wait = 0  # Checks since the last improvement.
         self.stopped_at_step: int | None = None
-        self._best_weights = None
+        self._best_weights: list[tf.Variable] | None = None  # Checkpointed with the run.
         self._fitting = False
+
+    def checkpointed_variables(self):
+        if self.restore_best_weights and self._best_weights is None:
+            self._best_weights = [tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False)
+                                  for w in self.trainer.module.weights]
+        return self._best_weights or []
 
     def on_train_begin(self, logs):
         self._fitting = True
+        if self.restore_best_weights and self._best_weights is None:
+            with self.trainer.strategy.scope():  # Without checkpoints: created here.
+                self.checkpointed_variables()
+        if self.wait >= self.patience:  # Restored from a run that had already stopped.
+            self.trainer.request_stop("early_stopping")
 
     def on_train_end(self, logs):
         self._fitting = False
@@ -59,7 +72,8 @@ class EarlyStopping(base.Callback):
         if self._improved(score):
             self.best, self.wait = score, 0
             if self.restore_best_weights:
-                self._best_weights = self.trainer.module.get_weights()
+                for copy, weight in zip(self._best_weights, self.trainer.module.weights):
+                    copy.assign(weight.value)
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -67,8 +81,9 @@ class EarlyStopping(base.Callback):
             self.trainer.request_stop("early_stopping")
             logging.info("early stopping: %s has not improved on %.4f for %d check(s)",
                          self.monitor, self.best, self.wait)
-            if self._best_weights is not None:
-                self.trainer.module.set_weights(self._best_weights)
+            if self.restore_best_weights:
+                for copy, weight in zip(self._best_weights, self.trainer.module.weights):
+                    weight.assign(copy.value())
                 logging.info("early stopping: restored the weights of the best check")
 
     def _improved(self, score):

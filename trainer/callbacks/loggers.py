@@ -19,6 +19,7 @@ from absl import logging
 import tensorflow as tf
 
 import data
+from trainer import files
 from trainer.callbacks import base
 from trainer.callbacks import summaries
 
@@ -54,8 +55,9 @@ class TensorBoardLogger(base.Callback):
     Other callbacks add summaries to the same runs through `writing(run)` (the image task's
     sample predictions and confusion matrix, trainer/vision/loggers.py).
 
-    After a resume, the steps between the last checkpoint and the interruption are logged again;
-    the event files keep both, so a chart may show those steps twice.
+    A resumed run logs again the steps between its checkpoint and the interruption; it first
+    marks the restart in each run, and TensorBoard drops the killed run's events after that
+    step. Likewise a test replaces an earlier test at the same step (a rerun of a finished run).
 
     Args:
         logdir: the directory to write into, e.g. `<model_dir>/tensorboard`; created on the
@@ -77,7 +79,12 @@ class TensorBoardLogger(base.Callback):
         self._writers: dict[str, tf.summary.SummaryWriter] = {}
 
     def on_train_begin(self, logs):
-        if self.trainer.is_chief and self.flags_text:
+        if not self.trainer.is_chief:
+            return
+        step = self.trainer.global_step
+        if step:  # A resumed run: what a killed run logged after its checkpoint is dropped.
+            self._restart(("train", "val"), step + 1)
+        if self.flags_text:
             with self.writing("train"):
                 # Indented four spaces: Markdown shows it verbatim, one flag per line.
                 summaries.text("flags", _code_block(self.flags_text), self.trainer.global_step)
@@ -101,7 +108,9 @@ class TensorBoardLogger(base.Callback):
         self.flush()  # An epoch's summaries reach the disk, and TensorBoard, now.
 
     def on_train_end(self, logs):
-        self.close()
+        if self.trainer.is_chief:  # The test that follows replaces any earlier test at this step.
+            self._restart(("test",), self.trainer.global_step)
+        self.close(keep=("test",))  # The test's events follow the marker in the same file.
 
     def on_test_end(self, logs):
         if self.trainer.is_chief:
@@ -120,11 +129,18 @@ class TensorBoardLogger(base.Callback):
         for writer in self._writers.values():
             writer.flush()
 
-    def close(self) -> None:
-        """Closes the event files; a later stage (the test after fit) opens new ones."""
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
+    def close(self, keep: tuple[str, ...] = ()) -> None:
+        """Closes the event files of every run but `keep`; a later stage opens new ones."""
+        for run in [run for run in self._writers if run not in keep]:
+            self._writers.pop(run).close()
+
+    def _restart(self, runs, first_dropped):
+        """Marks a restart in each of `runs` that exists: TensorBoard then drops its earlier
+        events from step `first_dropped` on."""
+        for run in runs:
+            if os.path.isdir(os.path.join(self.logdir, run)):
+                with self.writing(run):
+                    summaries.restart(first_dropped)
 
     def _write_epoch_scalars(self, logs, step):
         """Writes `<stage>_<name>` entries as `epoch/<name>` in the stage's run (others: train)."""
@@ -143,12 +159,14 @@ class CSVLogger(base.Callback):
     means), an epoch row the epoch's logs, a test row the `test_*` metrics.
 
     The header only grows, and every row matches it: when a row brings a metric the header lacks
-    (the first epoch row after the step rows, a resumed run with more flags on), the file is
-    rewritten once with the wider header and empty cells in the older rows. Nothing is dropped.
+    (the first epoch row after the step rows, a resumed run with more flags on), older rows get
+    empty cells. The file is rewritten whole, through a temporary file, for every row: a kill
+    leaves the old file or the new one, never half a row (a run writes a few hundred rows).
 
     Resuming: a run that was interrupted logged steps past the checkpoint it resumes from; they
     are trained and logged again. So when training starts, rows with a step greater than the
-    restored step are removed, and the file holds each step once.
+    restored step are removed, and the file holds each step once; a test row replaces an earlier
+    test row at the same step (a rerun of a finished run tests again).
 
     Args:
         path: the CSV file, e.g. `<model_dir>/metrics.csv`; its directory is created on the
@@ -189,6 +207,11 @@ class CSVLogger(base.Callback):
         self._append("epoch", self.trainer.global_step, logs)
 
     def on_test_end(self, logs):
+        if self.trainer.is_chief:  # A test replaces an earlier test at this step (a rerun).
+            step = self.trainer.global_step
+            columns, rows = self._read()
+            self._rewrite(columns, [row for row in rows if not (
+                row["kind"] == "test" and int(row["step"]) == step)])
         self._append("test", self.trainer.global_step, logs)
 
     def _append(self, kind, step, logs):
@@ -196,33 +219,26 @@ class CSVLogger(base.Callback):
         if not self.trainer.is_chief:
             return
         row = {"kind": kind, "epoch": self._epoch + 1, "step": step, **logs}
-        columns, _ = self._read(header_only=True)
-        new_columns = [name for name in row if name not in columns]
-        if new_columns:
-            _, rows = self._read()
-            columns = columns + new_columns
-            self._rewrite(columns, rows)
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, columns).writerow(row)
+        columns, rows = self._read()
+        columns += [name for name in row if name not in columns]
+        self._rewrite(columns, rows + [row])  # Whole and atomic: a kill leaves no half a row.
 
-    def _read(self, header_only=False) -> tuple[list[str], list[dict]]:
+    def _read(self) -> tuple[list[str], list[dict]]:
         """The file's header and rows; a missing file has the first columns and no rows."""
         if not os.path.exists(self.path):
             return list(self.FIRST_COLUMNS), []
         with open(self.path, newline="") as f:
             reader = csv.DictReader(f)
             columns = list(reader.fieldnames or self.FIRST_COLUMNS)
-            return columns, [] if header_only else list(reader)
+            return columns, list(reader)
 
     def _rewrite(self, columns, rows):
         """Writes the whole file anew, through a temporary file: a kill leaves the old one whole."""
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        temporary = self.path + ".tmp"
-        with open(temporary, "w", newline="") as f:
-            writer = csv.DictWriter(f, columns, restval="")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(temporary, self.path)
+        with files.atomic_path(self.path) as temporary:
+            with open(temporary, "w", newline="") as f:
+                writer = csv.DictWriter(f, columns, restval="")
+                writer.writeheader()
+                writer.writerows(rows)
 
 
 def _stage(name: str) -> tuple[str, str]:

@@ -15,6 +15,7 @@ The pictures are drawn with tf ops, not matplotlib (an optional extra here):
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.ops import summary_ops_v2  # pylint: disable=g-direct-tensorflow-import
 
 GREEN = (0.0, 0.75, 0.0)
 RED = (0.9, 0.0, 0.0)
@@ -28,6 +29,17 @@ def _metadata(plugin_name: str, data_class: str) -> tf.compat.v1.SummaryMetadata
     return tf.compat.v1.SummaryMetadata(
         plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name=plugin_name),
         data_class=data_class)
+
+
+def restart(step: int) -> None:
+    """Tells TensorBoard that the run restarts at `step`: it then drops the events of that run
+    with a step >= `step` written before this point (a killed run's orphaned tail), so the charts
+    of a resumed run show every step once. The marker is an `Event` with a `SessionLog` START,
+    the signal TensorBoard has always honoured; TensorFlow 2 writes it only through
+    `import_event`."""
+    event = tf.compat.v1.Event(step=step, session_log=tf.compat.v1.SessionLog(
+        status=tf.compat.v1.SessionLog.START))
+    summary_ops_v2.import_event(tf.constant(event.SerializeToString()))
 
 
 def scalar(tag: str, value: float, step: int) -> None:

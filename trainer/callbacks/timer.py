@@ -39,6 +39,11 @@ class Timer(base.Callback):
 
     def on_train_begin(self, logs):
         self._start = time.monotonic()
+        if self.elapsed >= self.max_seconds:  # Restored from a run that had used it all.
+            self.trainer.request_stop("max_time")
+
+    def on_train_end(self, logs):
+        self.used_before, self._start = self.elapsed, None  # Only training time counts.
 
     @property
     def elapsed(self) -> float:

@@ -10,9 +10,12 @@ does not need to know that the model expects floats in [0, 1]:
 import shutil
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 
 import data
+from trainer import faults
+from trainer import files
 
 
 class _Serving(tf.Module):
@@ -33,13 +36,27 @@ def export_for_serving(module, input_shape: tuple[int, ...], path: str, *,
                        is_chief: bool = True) -> str:
     """Writes `module` as a SavedModel at `path` with a uint8 -> probabilities signature.
 
-    Under multi-worker training every worker must call it: saving reads the variables, which can
-    be a collective (the TensorFlow multi-worker guide saves on every worker). Only the chief
-    writes to `path`; the others write to a temporary directory that they delete.
+    The chief writes a new directory beside `path` and then switches `path` (a symbolic link) to
+    it in one step, so a kill during the export leaves the previous export whole. Under
+    multi-worker training every worker must call this: saving reads the variables, which can be a
+    collective (the TensorFlow multi-worker guide saves on every worker); the others write to a
+    temporary directory that they delete.
     """
-    target = path if is_chief else tempfile.mkdtemp(prefix="export-")
     serving = _Serving(module, tuple(input_shape))
-    tf.saved_model.save(serving, target, signatures={"serving_default": serving.serve})
-    if not is_chief:
-        shutil.rmtree(target, ignore_errors=True)
+
+    def save(directory):
+        tf.saved_model.save(serving, directory, signatures={"serving_default": serving.serve})
+        faults.reached("export")
+
+    if is_chief:
+        files.replace_directory(path, save)
+    else:
+        temporary = tempfile.mkdtemp(prefix="export-")
+        save(temporary)
+        shutil.rmtree(temporary, ignore_errors=True)
     return path
+
+
+def all_finite(module) -> bool:
+    """Whether every weight of `module` is finite: a diverged model is not worth serving."""
+    return all(np.all(np.isfinite(weight)) for weight in module.get_weights())

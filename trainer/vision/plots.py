@@ -10,6 +10,8 @@ how to get the plots.
 from absl import logging
 import numpy as np
 
+from trainer import files
+
 
 def _pyplot():
     """matplotlib.pyplot with a file-only backend, or None if matplotlib is not installed."""
@@ -31,24 +33,29 @@ def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
 
 
 def plot_curves(history: list[dict[str, float]], path: str) -> str | None:
-    """Saves loss and accuracy per epoch (train and, if present, val); returns the path."""
+    """Saves loss and accuracy per epoch (train and, where present, val); returns the path.
+
+    Each curve has a point for every epoch that logged it: a run stopped mid-epoch (max_time,
+    max_steps between validations) may end with an epoch without `val_*`.
+    """
     plt = _pyplot()
     if plt is None or not history:
         return None
-    epochs = np.arange(1, len(history) + 1)
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy")):
         for stage in ("train", "val"):
             key = f"{stage}_{metric}"
-            if key in history[0]:
-                axis.plot(epochs, [logs[key] for logs in history], marker="o", label=key)
+            points = [(logs.get("epoch", number), logs[key])
+                      for number, logs in enumerate(history, start=1) if key in logs]
+            if points:
+                epochs, values = zip(*points)
+                axis.plot(epochs, values, marker="o", label=key)
         axis.set_xlabel("epoch")
         axis.set_title(metric)
-        axis.legend()
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend()
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(figure, path, plt)
     return path
 
 
@@ -72,7 +79,13 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str)
         for (row, col), count in np.ndenumerate(matrix):
             axis.text(col, row, str(count), ha="center", va="center", fontsize=7,
                       color="white" if count > matrix.max() / 2 else "black")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(figure, path, plt)
     return path
+
+
+def _save(figure, path, plt):
+    """Saves `figure` as a PNG at `path`; a kill leaves the old picture or the new one."""
+    figure.tight_layout()
+    with files.atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
+    plt.close(figure)

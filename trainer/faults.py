@@ -1,0 +1,33 @@
+"""Deterministic kills, for the tests of exact resume: a kill at a named point, not a guessed time.
+
+With the environment variable `TRAINER_KILL_AT=<point>:<n>`, the process SIGKILLs itself the n-th
+time it reaches `<point>`. The points (`reached` calls) are where a real kill is the hardest to
+recover from:
+
+    train_call   after a traced training call, before any checkpoint of it
+    saved        just after a checkpoint is saved
+    validation   at the start of a validation pass
+    test         at the start of the test pass
+    export       with the export written to its temporary directory, before it replaces the old
+    results      before results.json is written
+
+Without the variable `reached` does nothing.
+"""
+
+import collections
+import os
+import signal
+
+VARIABLE = "TRAINER_KILL_AT"
+_counts = collections.Counter()
+
+
+def reached(point: str) -> None:
+    """Counts `point`; SIGKILLs this process if `TRAINER_KILL_AT` names it and this count."""
+    setting = os.environ.get(VARIABLE)
+    if not setting:
+        return
+    name, _, count = setting.partition(":")
+    _counts[point] += 1
+    if point == name and _counts[point] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
