@@ -10,7 +10,8 @@
     flags.diagnostics    --explain, --selftest, --selftest_perturb_replica
     flags.run_control    --max_steps, --max_time, --limit_*_batches, --val_check_interval,
                          --fast_dev_run, --overfit_batches, early stopping
-    flags.optimization   --gradient_clip_val, --accumulate_grad_batches, --lr_schedule
+    flags.optimization   --gradient_clip_val, --accumulate_grad_batches, --lr_schedule,
+                         --warmup_steps, --ema_decay
     flags.output         --progress_bar, --log_every_n_steps, --tensorboard, --csv_log
 """
 

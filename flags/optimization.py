@@ -27,3 +27,9 @@ WARMUP_STEPS = flags.DEFINE_integer(
     "Optimizer steps (>= 0) over which the learning rate rises linearly to --learning_rate: warmup "
     "step s (from 0) runs at (s + 1) / warmup_steps of it, so the first step already learns.",
     lower_bound=0)
+EMA_DECAY = flags.DEFINE_float(
+    "ema_decay", None,
+    "Keep an exponential moving average of the weights, with this decay per optimizer step, in "
+    "(0, 1), e.g. 0.999 (the average spans about 1 / (1 - decay) steps). Validation, ranking, "
+    "the test and the export use the averaged weights; the test of the live weights is "
+    "reported too, as live_test_*. Default: no averaging.", lower_bound=0.0, upper_bound=0.999999)

@@ -33,6 +33,7 @@ def main():
     parser.add_argument("--gradient_clip_val", type=float, default=None)
     parser.add_argument("--gradient_clip_algorithm", default="norm")
     parser.add_argument("--accumulate_grad_batches", type=int, default=1)
+    parser.add_argument("--ema_decay", type=float, default=None)
     parser.add_argument("--no_shuffle", action="store_true",
                         help="keep the training order, so that 2 workers (each reading every "
                              "second example) see the same global batches as one process")
@@ -65,9 +66,12 @@ def main():
     with strategy.scope():
         network = layers.build_cnn(args.model, input_shape=(32, 32, 3), num_classes=10,
                                    sync_batchnorm=args.sync_batchnorm)
-        module = trainer.ImageClassifier(network, learning_rate=args.learning_rate)
+        module = trainer.ImageClassifier(network, learning_rate=args.learning_rate,
+                                         ema_decay=args.ema_decay)
         if args.sgd:
-            module.configure_optimizers = lambda: tf.keras.optimizers.SGD(args.learning_rate)
+            ema = {"use_ema": True, "ema_momentum": args.ema_decay} if args.ema_decay else {}
+            module.configure_optimizers = lambda: tf.keras.optimizers.SGD(args.learning_rate,
+                                                                          **ema)
     fitter.validate(module, datamodule)  # Builds the module; evaluation changes no variable.
     initial = {v.path: v.numpy() for v in module.trainable_variables}
     logs = fitter.fit(module, datamodule)
@@ -75,10 +79,15 @@ def main():
                          for v in module.trainable_variables)
     report = {"logs": logs, "replicas": strategy.num_replicas_in_sync,
               "largest_update": largest_update,
-              "mismatches": distribute.replica_mismatches(strategy, module.variables)}
+              "mismatches": distribute.replica_mismatches(
+                  strategy, module.variables + list(getattr(
+                      fitter.optimizer, "_model_variables_moving_average", [])))}
     predictions = {"predictions": fitter.predict(module, datamodule),
                    "labels": distribute.gathered_labels(strategy, datamodule.test_dataset)}
-    np.savez(args.out, **{v.path: np.asarray(v.numpy()) for v in module.variables}, **predictions)
+    averages = {f"ema/{v.path}": np.asarray(average.numpy()) for v, average in zip(
+        module.trainable_variables, getattr(fitter.optimizer, "_model_variables_moving_average", []))}
+    np.savez(args.out, **{v.path: np.asarray(v.numpy()) for v in module.variables}, **predictions,
+             **averages)
     with open(args.out.replace(".npz", ".json"), "w") as f:
         json.dump(report, f)
 

@@ -38,6 +38,9 @@ CONFIGS.update({
     # 4 micro-batches of 8 per optimizer step: the same 32 examples as one batch of 32.
     "accumulate-1": ["--strategy=default", *_SGD, "--batch_size=8", "--accumulate_grad_batches=4"],
     "accumulate-2": [*_TWO, *_SGD, "--batch_size=8", "--accumulate_grad_batches=4"],
+    # Moving averages of the weights: every replica keeps the same, as one device would.
+    "ema-1": ["--strategy=default", *_SGD, "--ema_decay=0.5"],
+    "ema-2": [*_TWO, *_SGD, "--ema_decay=0.5"],
 })
 
 
@@ -116,3 +119,17 @@ def test_accumulating_4_batches_equals_one_step_on_a_4x_batch(runs, replicas):
     _assert_same_weights(big_batch_weights, weights, atol=2e-5)
     _assert_same_metrics(big_batch_report, report)
     assert report["mismatches"] == {}
+
+
+def test_weight_averages_on_two_replicas_equal_one_devices(runs):
+    one_weights, one_report, _ = runs["ema-1"]
+    two_weights, two_report, _ = runs["ema-2"]
+    averages = [path for path in one_weights if path.startswith("ema/")]
+    assert len(averages) == 10  # One per trainable variable of the sequential CNN.
+    _assert_same_weights(one_weights, two_weights, atol=2e-5)  # Weights and their averages.
+    _assert_same_metrics(one_report, two_report)  # Validated with the averages.
+    assert two_report["mismatches"] == {}
+    live = runs["sequential-1"][0]  # The same run without averaging: the live weights match it,
+    # and the averages are far enough from them that the comparison above proves something.
+    assert max(np.max(np.abs(one_weights[p[4:]] - one_weights[p])) for p in averages) > 10 * 2e-5
+    np.testing.assert_allclose(live[averages[0][4:]], one_weights[averages[0][4:]], atol=1e-6)

@@ -175,3 +175,30 @@ def test_xla_step_trains_like_the_plain_step():
         results.append(fitter.fit(module, _datamodule())["train_loss"])
         assert ("xla_train_step" in fitter.step_functions.compiled) == jit_compile
     assert results[1] == pytest.approx(results[0], rel=1e-3)
+
+
+def test_validation_test_and_prediction_use_the_averaged_weights():
+    tf.keras.utils.set_random_seed(0)
+    fitter = trainer.Trainer(epochs=2, enable_progress_bar=False, enable_model_summary=False)
+    module = trainer.ImageClassifier(_tiny_network(), learning_rate=1e-2, ema_decay=0.9)
+    datamodule = _datamodule()
+    fitter.fit(module, datamodule)
+    images, labels = _quadrant_data(72, 1)
+
+    def loss_of_current_weights():
+        logits = module(images.astype(np.float32) / 255.0)
+        return float(np.mean(tf.keras.losses.sparse_categorical_crossentropy(
+            labels, logits, from_logits=True)))
+
+    live = loss_of_current_weights()
+    with fitter.averaged_weights():
+        averaged = loss_of_current_weights()
+        averaged_probabilities = tf.nn.softmax(module(images.astype(np.float32) / 255.0))
+    assert abs(averaged - live) > 1e-4  # The two models differ,
+    assert loss_of_current_weights() == live  # and the live weights are back after the block.
+    assert fitter.validate(module, datamodule)["val_loss"] == pytest.approx(averaged, rel=1e-5)
+    assert fitter.test(module, datamodule)["test_loss"] == pytest.approx(averaged, rel=1e-5)
+    live_test = fitter.test(module, datamodule, averaged_weights=False)
+    assert live_test["live_test_loss"] == pytest.approx(live, rel=1e-5)
+    np.testing.assert_allclose(fitter.predict(module, datamodule), averaged_probabilities,
+                               rtol=1e-5, atol=1e-6)

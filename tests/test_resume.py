@@ -32,7 +32,8 @@ FLAGS = ["--model=sequential", "--epochs=2", "--batch_size=32", "--deterministic
          "--checkpoint_every_steps=3", "--steps_per_loop=2", "--log_every_n_steps=2",
          "--val_check_interval=7", "--dropout=0.3", "--augment", "--save_top_k=2",
          "--progress_bar=false"]
-TWO_REPLICAS = ["--strategy=mirrored", "--cpu_devices=2"]
+# With moving averages of the weights too: they must resume exactly as well.
+TWO_REPLICAS = ["--strategy=mirrored", "--cpu_devices=2", "--ema_decay=0.9"]
 TIMINGS = ("_seconds", "_per_s", "_time_s")
 
 

@@ -30,6 +30,7 @@ from trainer import checkpointing
 from trainer import distribute
 from trainer import faults
 from trainer import files
+from trainer import optimization
 from trainer import precision
 from trainer import reporting
 from trainer import schedule
@@ -127,11 +128,17 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
                "global_batch_size": datamodule.batch_size}
     results.update(fitter.fit(module, datamodule))
     if run_flags.dataset.TEST_SPLIT.value and loop_config.limit_test_batches != 0:
+        if run_flags.optimization.EMA_DECAY.value:  # The live weights, for comparison.
+            results.update(fitter.test(module, datamodule, averaged_weights=False))
         results.update(fitter.test(module, datamodule))
+    best = None
     if fitter.best_models:
         with strategy.scope():
             best = fitter.best_models.restore_best(module)
         logging.info("the best validation by %s: %s", fitter.best_models.monitor, best)
+    if not best and optimization.uses_ema(fitter.optimizer):
+        # The last model as it was validated and tested: the moving averages, kept from now on.
+        fitter.optimizer.finalize_variable_values(module.trainable_variables)
     if not writes_files:
         return results
     if export.all_finite(module):  # Every worker decides alike: they hold the same weights.
@@ -191,7 +198,8 @@ def _module(datamodule) -> trainer.ImageClassifier:
                                    weight_decay=model.WEIGHT_DECAY.value,
                                    label_smoothing=model.LABEL_SMOOTHING.value,
                                    lr_schedule=run_flags.optimization.LR_SCHEDULE.value,
-                                   warmup_steps=run_flags.optimization.WARMUP_STEPS.value)
+                                   warmup_steps=run_flags.optimization.WARMUP_STEPS.value,
+                                   ema_decay=run_flags.optimization.EMA_DECAY.value)
 
 
 def _callbacks(model_dir):

@@ -16,6 +16,7 @@ from trainer import config as config_lib
 from trainer import datasets
 from trainer import distribute
 from trainer import faults
+from trainer import optimization
 from trainer import precision as precision_lib
 from trainer import reporting
 from trainer import schedule as schedule_lib
@@ -163,12 +164,24 @@ class Trainer:
         self.data.require("val")
         return self._validate()
 
-    def test(self, module, datamodule) -> dict[str, float]:
-        """Runs `test_step` over the test set; returns `test_*` means."""
+    def test(self, module, datamodule, *, averaged_weights: bool = True) -> dict[str, float]:
+        """Runs `test_step` over the test set; returns `test_*` means.
+
+        With an optimizer that keeps moving averages of the weights (`use_ema`), the averages
+        are tested, as they are validated, ranked and exported; `averaged_weights=False` tests
+        the live weights instead, as `live_test_*`, without telling the callbacks.
+        """
         self._setup(module, datamodule)
         self.data.require("test")
         faults.reached("test")
-        logs = self._evaluate("test", limit=self.loop_config.limit_test_batches)
+        if not averaged_weights:
+            logs = self._evaluate("test", limit=self.loop_config.limit_test_batches)
+            logs = {f"live_{name}": value for name, value in logs.items()}
+            self._print("test, live weights | "
+                        + reporting.format_logs(reporting.metrics_only(logs)))
+            return logs
+        with self.averaged_weights():
+            logs = self._evaluate("test", limit=self.loop_config.limit_test_batches)
         self._print("test | " + reporting.format_logs(reporting.metrics_only(logs)))
         self._call("on_test_end", logs)
         return logs
@@ -180,7 +193,14 @@ class Trainer:
         if dataset is None:
             raise ValueError("the datamodule has no predict_dataset (and no test_dataset)")
         predict_step = self.step_functions.traced("predict", self.step_functions.predict_step)
-        return np.concatenate([predict_step(batch).numpy() for batch in dataset])
+        with self.averaged_weights():
+            return np.concatenate([predict_step(batch).numpy() for batch in dataset])
+
+    def averaged_weights(self):
+        """A context in which the module holds the optimizer's moving averages of its weights
+        (with `use_ema`; otherwise its own weights), as validation, ranking, test and export
+        use them."""
+        return optimization.averaged_weights(self.optimizer, self.module.trainable_variables)
 
     # ---- Set-up: every variable is created inside strategy.scope() --------------------------
 
@@ -300,9 +320,10 @@ class Trainer:
     def _validate(self, epoch=None):
         """Validates; during fit (`epoch` given) the validated weights are ranked at once."""
         faults.reached("validation")
-        logs = self._evaluate("val", limit=self.loop_config.limit_val_batches)
-        if epoch is not None:
-            self._rank(epoch, logs, validation=True)
+        with self.averaged_weights():  # The model that validation, ranking and export see.
+            logs = self._evaluate("val", limit=self.loop_config.limit_val_batches)
+            if epoch is not None:
+                self._rank(epoch, logs, validation=True)
         self._call("on_validation_end", logs)  # After ranking: a callback may change weights.
         return logs
 

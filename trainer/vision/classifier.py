@@ -22,11 +22,15 @@ class ImageClassifier(module.Module):
         lr_schedule: "constant", or "cosine" (decay to 0 over the Trainer's `total_steps`).
         warmup_steps: optimizer steps of linear warmup to `learning_rate` first; step s of the
             warmup (from 0) runs at (s + 1) / warmup_steps x `learning_rate`.
+        ema_decay: if given, in (0, 1), the optimizer also keeps an exponential moving average
+            of the weights (decay per optimizer step, e.g. 0.999), which the Trainer validates,
+            ranks, tests and exports instead of the live weights.
     """
 
     def __init__(self, network: tf.keras.Model, *, learning_rate: float = 3e-4,
                  weight_decay: float = 0.0, label_smoothing: float = 0.0,
-                 lr_schedule: str = "constant", warmup_steps: int = 0, **kwargs):
+                 lr_schedule: str = "constant", warmup_steps: int = 0,
+                 ema_decay: float | None = None, **kwargs):
         super().__init__(**kwargs)
         if learning_rate <= 0:
             raise ValueError(f"learning_rate ({learning_rate}) must be positive")
@@ -38,12 +42,15 @@ class ImageClassifier(module.Module):
             raise ValueError(f"lr_schedule ({lr_schedule!r}) must be one of {list(LR_SCHEDULES)}")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps ({warmup_steps}) must be >= 0")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"ema_decay ({ema_decay}) must be in (0, 1), e.g. 0.999")
         self.network = network
         self.lr_schedule = lr_schedule
         self.warmup_steps = warmup_steps
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
+        self.ema_decay = ema_decay
 
     def call(self, images, training=False):
         # Float32 logits under any precision policy, whatever the network's last layer computes
@@ -70,10 +77,12 @@ class ImageClassifier(module.Module):
 
     def configure_optimizers(self):
         learning_rate = self._learning_rate()
+        # Keras' own EMA: after every step, average = decay * average + (1 - decay) * weight.
+        ema = {"use_ema": True, "ema_momentum": self.ema_decay} if self.ema_decay else {}
         if not self.weight_decay:
-            return tf.keras.optimizers.Adam(learning_rate=learning_rate)
+            return tf.keras.optimizers.Adam(learning_rate=learning_rate, **ema)
         optimizer = tf.keras.optimizers.AdamW(learning_rate=learning_rate,
-                                              weight_decay=self.weight_decay)
+                                              weight_decay=self.weight_decay, **ema)
         # Decay the weight matrices and kernels only: biases and BatchNorm's scale and offset
         # (the 1-D variables) are left alone, the usual practice (timm, BERT): shrinking them
         # toward 0 only fights the normalization and the layer's offset.

@@ -43,7 +43,8 @@ class SamplePredictions(base.Callback):
             return
         images, labels = self._sample_batch()
         # An eager call, on this process only: no collective, so only the chief needs to run it.
-        probabilities = self.trainer.module.predict_step((images, labels))
+        with self.trainer.averaged_weights():  # The weights validation used.
+            probabilities = self.trainer.module.predict_step((images, labels))
         predicted, true = np.argmax(probabilities, axis=-1), labels.numpy()
         names = self.trainer.datamodule.class_names
         lines = [f"{i + 1}. true {names[label]} / predicted {names[guess]}"
