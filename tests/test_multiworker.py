@@ -281,8 +281,15 @@ def _checkpoint_tensors(model_dir):
     path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     assert path.endswith(f"ckpt-{TOTAL_STEPS}"), path
     reader = tf.train.load_checkpoint(path)
-    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
-            if "save_counter" not in name and name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+    tensors = {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
+               if "save_counter" not in name and name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+    # The run's record holds timings, which differ, and validation, which the resumed run skips:
+    # of it, compare what training wrote.
+    record = json.loads(tensors.pop("record/.ATTRIBUTES/py_state"))
+    tensors["record/training"] = np.array(json.dumps([
+        {key: entry[key] for key in ("epoch", "step", "train_loss", "train_accuracy")}
+        for entry in record["history"]]))
+    return tensors
 
 
 # ---- --selftest and --explain ------------------------------------------------------------------

@@ -128,7 +128,7 @@ def _assert_same_artifacts(clean, killed):
     for name, value in clean_tensors.items():
         np.testing.assert_array_equal(value, killed_tensors[name], err_msg=name)
     assert os.path.islink(os.path.join(killed, "export"))
-    assert glob.glob(os.path.join(killed, "export.*")) == [os.path.realpath(
+    assert glob.glob(os.path.join(killed, ".export.*")) == [os.path.realpath(
         os.path.join(killed, "export"))]  # The old exports and the temporary ones are gone.
     np.testing.assert_array_equal(_served(killed), _served(clean))
 

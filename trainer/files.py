@@ -5,7 +5,8 @@ complete one, never half of one: everything goes to a temporary name first, then
     write_text / write_json   results.json, history.json, best.json, run_config.json, ...
     atomic_path               for writers that take a path (matplotlib's savefig)
     replace_directory         the SavedModel export: `path` is a symbolic link that is switched
-                              in one step from the old complete directory to the new one
+                              in one step from the old complete directory to the new one (a
+                              hidden `.export.XXXXXXXX` beside it)
 """
 
 import contextlib
@@ -67,10 +68,10 @@ def replace_directory(path: str, write) -> str:
     name = os.path.basename(path)
     os.makedirs(parent, exist_ok=True)
     current = os.path.realpath(path) if os.path.islink(path) else None
-    for leftover in glob.glob(os.path.join(parent, f"{name}.????????")):  # From killed runs.
+    for leftover in glob.glob(os.path.join(parent, f".{name}.????????")):  # From killed runs.
         if os.path.isdir(leftover) and leftover != current:
             shutil.rmtree(leftover, ignore_errors=True)
-    new = tempfile.mkdtemp(prefix=f"{name}.", dir=parent)
+    new = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)  # Hidden: `ls` shows `path` only.
     write(new)
     old = current
     if os.path.isdir(path) and not os.path.islink(path):  # A plain directory: move it aside.
