@@ -74,6 +74,31 @@ def test_limit_train_and_val_batches():
     assert recorder.steps_of("validation") == [5, 10]
 
 
+class CountingReads(data.ArrayImageData):
+    """Counts the examples read from its source: what its caches did not keep is read again."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.reads = {stage: tf.Variable(0, dtype=tf.int64) for stage in data.STAGES}
+
+    def _read(self, stage, ctx):
+        def count(image, label):
+            self.reads[stage].assign_add(1)
+            return image, label
+        return super()._read(stage, ctx).map(count)
+
+
+def test_limited_passes_fill_their_caches_and_read_each_example_once():
+    # Blocks of 32 examples are shuffled; 2 batches of 16 per epoch need the first block only.
+    datamodule = CountingReads(train=quadrant_data(256, 0), val=quadrant_data(72, 1),
+                               num_classes=4, batch_size=16, seed=0, shuffle_buffer_size=32)
+    _run(datamodule, epochs=3, limit_train_batches=2, limit_val_batches=1,
+         num_sanity_val_steps=1)
+    # A cache read only partly is thrown away: each epoch and each pass would read again.
+    assert int(datamodule.reads["train"].numpy()) == 32
+    assert int(datamodule.reads["val"].numpy()) == 16  # 4 passes of 1 batch: cached once
+
+
 def test_val_check_interval_counts_steps_across_epochs():
     _, recorder, _, _ = _run(epochs=2, val_check_interval=10, num_sanity_val_steps=0)
     assert recorder.steps_of("validation") == [10, 20, 30]  # not at the epoch ends 16 and 32
