@@ -254,6 +254,46 @@ def test_detect_anomaly_names_the_step_and_keeps_the_last_good_state(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path / "ckpt")).endswith("ckpt-4")
 
 
+@tf.custom_gradient
+def _gradient_times(x, factor):
+    """`x` unchanged; its gradient multiplied by `factor`."""
+    return tf.identity(x), lambda upstream: (upstream * factor, tf.zeros_like(factor))
+
+
+class DivergesAtStep8(trainer.ImageClassifier):
+    """Step 8's gradients are NaN; from step 8 on the loss is NaN too, unless `finite_loss`."""
+
+    def __init__(self, network, *, finite_loss, **kwargs):
+        super().__init__(network, **kwargs)
+        self.finite_loss = finite_loss
+        self.calls = tf.Variable(0, trainable=False)
+
+    def training_step(self, batch):
+        loss = super().training_step(batch)
+        self.calls.assign_add(1)
+        if self.finite_loss:
+            return _gradient_times(loss, tf.where(self.calls == 8, np.nan, 1.0))
+        return loss * tf.stop_gradient(tf.where(self.calls >= 8, np.nan, 1.0))
+
+
+@pytest.mark.parametrize("finite_loss, message", [
+    (False, r"the training loss is nan after step 8 \(it turned NaN or Inf in steps 5-8"),
+    (True, r"a weight is NaN or Inf after step 8"),  # The update overflowed, not yet the loss.
+])
+def test_a_diverged_run_stops_before_it_saves_over_the_last_good_checkpoint(tmp_path, finite_loss,
+                                                                           message):
+    module = DivergesAtStep8(tiny_network(), finite_loss=finite_loss, learning_rate=1e-2)
+    checkpointer = checkpointing.Checkpointer(str(tmp_path / "ckpt"), every_n_steps=4)
+    fitter = trainer.Trainer(epochs=2, checkpointer=checkpointer, enable_progress_bar=False,
+                             enable_model_summary=False)  # Loop calls end at steps 4, 8, 12, 16.
+    with pytest.raises(trainer.TrainingDiverged, match=message + r".*ckpt-4.*learning rate"):
+        fitter.fit(module, quadrant_datamodule())
+    assert tf.train.latest_checkpoint(str(tmp_path / "ckpt")).endswith("ckpt-4")
+    saved = tf.train.load_checkpoint(str(tmp_path / "ckpt" / "ckpt-4"))
+    assert all(np.all(np.isfinite(saved.get_tensor(name)))
+               for name, dtype in saved.get_variable_to_dtype_map().items() if dtype.is_floating)
+
+
 def test_profile_steps_writes_a_trace(tmp_path):
     _run(epochs=1, callbacks=[callbacks.Profiler(2, 4, str(tmp_path / "tb"))])
     traces = [name for _, _, files in os.walk(tmp_path / "tb") for name in files

@@ -10,7 +10,8 @@ The loop, where `ls trainer/` shows it:
 - `optimization.py`: clipping, accumulation and fp16 loss scaling on all-reduced gradients.
 - `distribute.py`: strategy selection and replica checks; `precision.py`: mixed precision.
 - `checkpointing.py`: full-state checkpoints, exact resume, the best epochs.
-- `stopping.py`: stopping on signals and on NaN/Inf; `reporting.py`: the lines a run prints.
+- `stopping.py`: stopping on signals, on divergence and on NaN/Inf.
+- `reporting.py`: the lines a run prints.
 
 Around it: `callbacks/` (callbacks, progress bar, loggers), `vision/` (the image classification
 task: `ImageClassifier`, its pictures and its export) and `cli/` (`--explain`, `--selftest`);
@@ -20,8 +21,8 @@ task: `ImageClassifier`, its pictures and its export) and `cli/` (`--explain`, `
 from trainer import callbacks
 from trainer.config import LoopConfig, StepConfig
 from trainer.module import Module
-from trainer.trainer import AnomalyDetected, Trainer, TrainingInterrupted
+from trainer.trainer import AnomalyDetected, Trainer, TrainingDiverged, TrainingInterrupted
 from trainer.vision.classifier import ImageClassifier
 
 __all__ = ["AnomalyDetected", "ImageClassifier", "LoopConfig", "Module", "StepConfig", "Trainer",
-           "TrainingInterrupted", "callbacks"]
+           "TrainingDiverged", "TrainingInterrupted", "callbacks"]

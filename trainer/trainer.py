@@ -25,6 +25,7 @@ from trainer.callbacks import console
 
 TrainingInterrupted = stopping.TrainingInterrupted
 AnomalyDetected = stopping.AnomalyDetected
+TrainingDiverged = stopping.TrainingDiverged
 
 
 class Trainer:
@@ -42,6 +43,7 @@ class Trainer:
             reset the training metrics (unless resuming mid-epoch)
             while the epoch has steps left and nothing asked to stop:
                 train_loop(train_iterator, n)    [traced] n times strategy.run(train_step)
+                stop if the loss or a weight is NaN or Inf (nothing more is written)
                 callbacks; validate, checkpoint when due  # the only host sync: once per n steps
             eval_loop(iter(validation dataset))  [traced] strategy.run(validation_step) per batch
             callbacks get the epoch's logs; rank the epoch; save a checkpoint
@@ -262,6 +264,10 @@ class Trainer:
             previous_step, step = step, self.global_step  # Once per loop, never per step.
             if self.step_config.detect_anomaly and not finite:
                 raise AnomalyDetected.at(step, float(loss), self.checkpointer)
+            # Before anything is logged or saved: a diverged model must not overwrite a good one.
+            stopping.stop_if_diverged(float(loss), self.module.trainable_variables,
+                                      first_step=previous_step + 1, step=step,
+                                      checkpointer=self.checkpointer)
             now = time.perf_counter()
             self._call("on_train_batch_end", step, {
                 **self.module.logbook.results("train"), "loss": float(loss),
