@@ -2,6 +2,7 @@
 
 from absl import flags
 
+from flags import checks
 from trainer import config
 
 GRADIENT_CLIP_VAL = flags.DEFINE_float(
@@ -26,3 +27,5 @@ WARMUP_STEPS = flags.DEFINE_integer(
     "warmup_steps", 0,
     "Optimizer steps (>= 0) over which the learning rate rises linearly from 0 to "
     "--learning_rate.", lower_bound=0)
+
+checks.require_finite(GRADIENT_CLIP_VAL)
