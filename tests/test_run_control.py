@@ -327,17 +327,21 @@ def test_fast_dev_run_writes_nothing(tmp_path):
     assert "val_loss" in epoch_line  # one validation batch ran too
 
 
-def test_deterministic_runs_write_identical_results(tmp_path):
-    outputs = []
-    for name in ("a", "b"):
-        model_dir = tmp_path / name
-        result = run_main_mocked(["--model=sequential", "--epochs=1", "--batch_size=16",
-                                  "--deterministic", "--augment", "--dropout=0.2",
-                                  f"--model_dir={model_dir}"])
-        assert result.returncode == 0, result.stderr[-3000:]
-        outputs.append((model_dir / "results.json").read_text())
-    assert outputs[0] == outputs[1]
-    assert json.loads(outputs[0])["test_loss"] > 0
+def test_a_deterministic_run_replayed_from_its_flagfile_writes_identical_results(tmp_path):
+    first, replay = tmp_path / "first", tmp_path / "replay"
+    # Flags away from their defaults, each of which changes the results if it is not replayed.
+    result = run_main_mocked(["--model=sequential", "--epochs=1", "--batch_size=16",
+                              "--deterministic", "--augment", "--dropout=0.2", "--seed=3",
+                              f"--model_dir={first}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    flags = [line for line in (first / "flags.txt").read_text().splitlines()
+             if not line.startswith("#")]
+    assert "--dropout=0.2" in flags and not any(f.startswith("--model_dir") for f in flags)
+    result = run_main_mocked([f"--flagfile={first / 'flags.txt'}", f"--model_dir={replay}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = (first / "results.json").read_text()
+    assert (replay / "results.json").read_text() == results
+    assert json.loads(results)["test_loss"] > 0
 
 
 class _Stream:
