@@ -18,6 +18,14 @@ task: `ImageClassifier`, its pictures and its export) and `cli/` (`--explain`, `
 `main.py` is the command line (`python -m trainer.main`).
 """
 
+# `python -m trainer.main` imports this package before trainer/main.py, and TensorFlow prints its
+# C++ start-up lines when it is first imported (by the imports below): the command line's quiet
+# log level must be in place before that. Programs that import `trainer` are left alone.
+from trainer.cli import quiet
+
+quiet.import_tensorflow()
+
+# pylint: disable=wrong-import-position
 from trainer import callbacks
 from trainer.config import LoopConfig, StepConfig
 from trainer.module import Module

@@ -32,6 +32,7 @@ from trainer import precision
 from trainer import reporting
 from trainer import schedule
 from trainer.cli import explain
+from trainer.cli import quiet
 from trainer.cli import selftest
 from trainer.vision import export
 from trainer.vision import plots
@@ -47,19 +48,18 @@ for _flags_module in (run_flags.model, run_flags.dataset, run_flags.training,
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
+    quiet.hide_library_info_lines(logging.get_verbosity())
+    # Each ending is printed once, as a plain line on stderr, without a traceback.
     try:
         results = _explain_selftest_or_train(_create_strategy())
     except trainer.TrainingInterrupted as interruption:
-        logging.warning("%s", interruption)
         print(f"stopped: {interruption}", file=sys.stderr)
         sys.exit(128 + interruption.signal_number)  # The shell's convention for "killed by".
     except tf.errors.UnavailableError as error:  # Under multi-worker: another worker died.
-        logging.error("%s", error)
         sys.exit(f"error: a worker of the cluster is unreachable ({str(error).splitlines()[0]}). "
                  "Restart every worker with the same command: the run resumes from the latest "
                  "checkpoint")
     except (ValueError, TypeError, OSError, RuntimeError) as error:
-        logging.error("%s", error)
         sys.exit(f"error: {error}")
     if results:
         logging.info("results: %s", json.dumps(results))
