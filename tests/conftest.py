@@ -22,9 +22,11 @@ def subprocess_env():
 
 
 def run_python(args, timeout=300, env=None):
-    """Runs `python <args>` from the repository root, with `env` added to the environment;
-    returns the CompletedProcess."""
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env={**subprocess_env(), **(env or {})},
+    """Runs `python <args>` from the repository root, with `env` added to the environment (a
+    None value removes the variable); returns the CompletedProcess."""
+    environment = {name: value for name, value in {**subprocess_env(), **(env or {})}.items()
+                   if value is not None}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=environment,
                           capture_output=True, text=True, timeout=timeout)
 
 

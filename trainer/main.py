@@ -123,9 +123,15 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
     results = {"model": run_flags.model.MODEL.value, "dataset": run_flags.dataset.DATASET.value,
                "replicas": strategy.num_replicas_in_sync, "precision": step_config.precision,
                "global_batch_size": datamodule.batch_size}
-    results.update(fitter.fit(module, datamodule))
-    if run_flags.dataset.TEST_SPLIT.value and loop_config.limit_test_batches != 0:
-        results.update(fitter.test(module, datamodule))
+    try:
+        results.update(fitter.fit(module, datamodule))
+        if run_flags.dataset.TEST_SPLIT.value and loop_config.limit_test_batches != 0:
+            results.update(fitter.test(module, datamodule))
+    except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
+        damaged = datamodule.damage_report(error)  # A truncated or corrupt file of the dataset?
+        if damaged is None:
+            raise
+        raise damaged from None
     if fitter.best_models:
         with strategy.scope():
             best = fitter.best_models.restore_best(module)
