@@ -35,7 +35,7 @@ def _to_float(images, labels):
 def _without_autotune(dataset):
     """Turns tf.data autotuning off: destroying an autotuned iterator waits out the autotune
     thread's back-off, which grows with the iterator's age (53 s after a 10-epoch run here;
-    ../shared/PITFALLS.md item 19). Per-batch work is a cast, so fixed small buffers keep up."""
+    docs/pitfalls.md#18). Per-batch work is a cast, so fixed small buffers keep up."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)

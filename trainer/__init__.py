@@ -9,6 +9,7 @@ The loop, where `ls trainer/` shows it:
 - `schedule.py`: when things happen, in optimizer steps; `datasets.py`: the data per strategy.
 - `optimization.py`: clipping, accumulation and fp16 loss scaling on all-reduced gradients.
 - `distribute.py`: strategy selection and replica checks; `precision.py`: mixed precision.
+- `gpu_check.py`: a warning when the machine's NVIDIA GPUs are invisible to TensorFlow.
 - `checkpointing.py`: full-state checkpoints, exact resume, the best epochs.
 - `stopping.py`: stopping on signals, on divergence and on NaN/Inf.
 - `reporting.py`: the lines a run prints.

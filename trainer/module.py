@@ -147,7 +147,7 @@ class Module(tf.keras.Model):
 
         Each replica computes gradients on its slice and `apply_gradients` SUMS them across replicas.
         Dividing by the global batch (not the replica's slice) makes that sum the gradient of the
-        mean loss over the global batch, exactly as on one device (../shared/PITFALLS.md item 1).
+        mean loss over the global batch, exactly as on one device (docs/pitfalls.md#1).
         With gradient accumulation the global batch counts every micro-batch of the step, and
         each micro-batch adds its share of the regularization loss.
         """

@@ -227,7 +227,7 @@ class Trainer:
                 raise TypeError("configure_optimizers() must return a tf.keras optimizer, "
                                 f"got {optimizer!r}")
             # Slots are built now, eagerly: created lazily inside the distributed step they
-            # crash on Keras 3.15 (PITFALLS item 3).
+            # crash on Keras 3.15 (docs/pitfalls.md#2).
             optimizer.build(module.trainable_variables)
             self.step_functions = steps_lib.StepFunctions(
                 strategy=self.strategy, module=module, optimizer=optimizer, config=self.step_config)
@@ -318,7 +318,7 @@ class Trainer:
     def _average_replica_copies(self):
         """Every replica gets the mean of the replicas' BatchNorm statistics before the model is
         evaluated or saved: without synchronized BatchNorm the copies drift apart, and only one
-        copy would be evaluated or saved (PITFALLS item 8). A no-op on one replica."""
+        copy would be evaluated or saved (docs/pitfalls.md#8). A no-op on one replica."""
         functions = self.step_functions
         if self.strategy.num_replicas_in_sync > 1 and functions.averaged_variables:
             functions.traced("average_replica_copies", functions.average_replica_copies)()
