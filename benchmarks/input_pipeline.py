@@ -1,6 +1,6 @@
 """The input pipeline alone: how fast the DataModule delivers CIFAR-10 batches, with no model.
 
-    python benchmarks/input_pipeline.py --data_dir=../shared/tensorflow_datasets
+    python benchmarks/input_pipeline.py --data_dir=~/tensorflow_datasets
 
 Epoch 1 reads and decodes the TFDS files and fills the in-memory cache; later epochs come from
 the cache (a stateless shuffle, batching, uint8 -> float32). Compare with what training consumes

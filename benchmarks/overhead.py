@@ -1,6 +1,6 @@
 """Where the wall time of a real run goes after its first epoch.
 
-    python benchmarks/overhead.py --model=sequential --data_dir=../shared/tensorflow_datasets
+    python benchmarks/overhead.py --model=sequential --data_dir=~/tensorflow_datasets
 
 Runs `python -m trainer.main` with the given flags, then splits the time from the end of epoch 1
 to the end of the process into time inside training epochs, validation and test passes (from

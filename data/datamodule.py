@@ -62,3 +62,19 @@ class DataModule:
     def predict_dataset(self, ctx: tf.distribute.InputContext) -> tf.data.Dataset | None:
         """Returns the batches to predict on; by default the test batches."""
         return self.test_dataset(ctx)
+
+    def evaluation_dataset(self, stage: str, ctx: tf.distribute.InputContext, *,
+                           limit_batches: int | None = None) -> tf.data.Dataset | None:
+        """One pass over "val", "test" or "predict": the stage's dataset above, cut to its first
+        `limit_batches` global batches (None: all). The Trainer reads evaluation data through it.
+
+        A DataModule that caches its examples overrides it to cut before the cache: a pass that
+        reads a cached dataset only partly throws away what it cached, and decodes it again the
+        next time (tf.data warns "did not fully read the dataset being cached").
+        """
+        dataset = {"val": self.val_dataset, "test": self.test_dataset,
+                   "predict": self.predict_dataset}[stage](ctx)
+        if dataset is None or limit_batches is None:
+            return dataset
+        # An input pipeline feeds num_replicas / num_pipelines replicas per global batch.
+        return dataset.take(limit_batches * (ctx.num_replicas_in_sync // ctx.num_input_pipelines))

@@ -3,10 +3,13 @@
 A source (TFDS, NumPy arrays) provides this input pipeline's shard of (uint8 image, integer label)
 examples; this module turns them into batches:
 
-    training:   cache -> [per epoch: stateless shuffle(seed, epoch) -> batch(drop_remainder) -> take]
+    training:   take what an epoch reads -> cache -> [per epoch: stateless shuffle(seed, epoch)
+                -> batch(drop_remainder) -> take] -> to float -> prefetch
+    evaluation: [take a limited pass's batches] -> cache -> batch (partial last batch kept)
                 -> to float -> prefetch
-    evaluation: cache -> batch (partial last batch kept) -> to float -> prefetch
 """
+
+import math
 
 import tensorflow as tf
 
@@ -32,7 +35,7 @@ def _to_float(images, labels):
 def _without_autotune(dataset):
     """Turns tf.data autotuning off: destroying an autotuned iterator waits out the autotune
     thread's back-off, which grows with the iterator's age (53 s after a 10-epoch run here;
-    ../shared/PITFALLS.md item 19). Per-batch work is a cast, so fixed small buffers keep up."""
+    docs/pitfalls.md#18). Per-batch work is a cast, so fixed small buffers keep up."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)
@@ -112,12 +115,19 @@ class ImageClassificationData(datamodule.DataModule):
         # One global batch takes one batch from each of this pipeline's replicas.
         replicas_per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
         batches_per_epoch = (batches_per_epoch or self.steps_per_epoch()) * replicas_per_pipeline
-        examples = self._read("train", ctx).cache()  # decoded once, in memory from epoch 2 on
+        examples = self._read("train", ctx)
+        # Only what an epoch reads is cached, so that every epoch reads the cache to its end: a
+        # partly read cache is thrown away, and its examples decoded again, every epoch.
+        if self.overfit_batches:
+            examples = examples.take(batches_per_epoch * batch_size)
+        else:  # An epoch shuffles whole blocks of examples: as many as its batches need.
+            blocks = math.ceil(batches_per_epoch * batch_size / self.shuffle_buffer_size)
+            examples = examples.take(blocks * self.shuffle_buffer_size)
+        examples = examples.cache()  # decoded once, in memory from epoch 2 on
 
         def one_epoch(epoch):
             if self.overfit_batches:  # The same batches, in the same order, every epoch.
-                return examples.take(batches_per_epoch * batch_size).batch(batch_size,
-                                                                         drop_remainder=True)
+                return examples.batch(batch_size, drop_remainder=True)
             blocks = examples.batch(self.shuffle_buffer_size).enumerate()
             shuffled = blocks.map(lambda block, pair: self._shuffle_block(pair, epoch, block))
             # Full batches only: every step has the same static shapes, so the step is traced once.
@@ -172,24 +182,23 @@ class ImageClassificationData(datamodule.DataModule):
         return cropped, labels
 
     def val_dataset(self, ctx):
-        if self.overfit_batches:  # Validate on exactly the batches being overfit.
-            return self._overfit_validation_dataset(ctx)
-        return self._evaluation_dataset("val", ctx)
-
-    def _overfit_validation_dataset(self, ctx):
-        batch_size = ctx.get_per_replica_batch_size(self.batch_size)
-        replicas_per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-        examples = self._read("train", ctx).take(
-            self.overfit_batches * replicas_per_pipeline * batch_size)
-        return _without_autotune(examples.cache().batch(batch_size).map(_to_float).prefetch(2))
+        return self.evaluation_dataset("val", ctx)
 
     def test_dataset(self, ctx):
-        return self._evaluation_dataset("test", ctx)
+        return self.evaluation_dataset("test", ctx)
 
-    def _evaluation_dataset(self, stage, ctx):
-        examples = self._read(stage, ctx)
+    def evaluation_dataset(self, stage, ctx, *, limit_batches=None):
+        if stage == "predict":
+            return super().evaluation_dataset(stage, ctx, limit_batches=limit_batches)
+        overfit = stage == "val" and self.overfit_batches  # Validate on the batches being overfit.
+        examples = self._read("train" if overfit else stage, ctx)
         if examples is None:
             return None
         batch_size = ctx.get_per_replica_batch_size(self.batch_size)
+        replicas_per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        if overfit:
+            limit_batches = min(limit_batches or self.overfit_batches, self.overfit_batches)
+        if limit_batches is not None:  # Cut before the cache, so that a pass reads all of it.
+            examples = examples.take(limit_batches * replicas_per_pipeline * batch_size)
         # The partial last batch is kept: evaluation sees every example exactly once.
         return _without_autotune(examples.cache().batch(batch_size).map(_to_float).prefetch(2))

@@ -1,11 +1,17 @@
 """An image classification DataModule for any TFDS dataset with `image` and `label` features."""
 
 import os
+import re
 
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data import datamodule
 from data import image_classification
+
+
+class DamagedDatasetError(OSError):
+    """A prepared dataset's file cannot be read: truncated or corrupt. Says which, and the fix."""
 
 
 class TFDSImageData(image_classification.ImageClassificationData):
@@ -51,7 +57,8 @@ class TFDSImageData(image_classification.ImageClassificationData):
             raise RuntimeError(
                 f"could not download and prepare dataset {self.name!r} into {where} ({error}). "
                 "Without network access, pass data_dir (--data_dir) pointing at a directory that "
-                "holds it prepared, e.g. --data_dir=../shared/tensorflow_datasets") from error
+                "holds it prepared (<data_dir>/<dataset>/<version>/...), e.g. one copied from a "
+                "machine that has it in ~/tensorflow_datasets") from error
 
     def setup(self):
         features = self._builder.info.features
@@ -92,3 +99,50 @@ class TFDSImageData(image_classification.ImageClassificationData):
             # Shard by examples, not files: CIFAR-10 stores each split in a single file.
             split = tfds.even_splits(split, n=ctx.num_input_pipelines)[ctx.input_pipeline_id]
         return self._builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+
+    def damage_report(self, error: tf.errors.OpError) -> DamagedDatasetError | None:
+        """`error`, raised while this dataset was read, as one message that names the damaged
+        file(s) and says how to prepare the dataset again; None if `error` is not about them.
+
+        A file cut inside a record raises DataLossError ("truncated record at 58250251"); one
+        cut between records, FailedPreconditionError ("expected to contain 64 elements"). Neither
+        names the file, so every file of the dataset is read once more to find the damaged ones:
+        a cost paid only after a failure.
+        """
+        directory = self._builder.data_dir
+        damaged = _damaged_files(self._builder)
+        if not damaged and not isinstance(error, tf.errors.DataLossError):
+            return None
+        what = ("; ".join(f"{path} {problem}" for path, problem in damaged.items()) if damaged
+                else f"a file could not be read ({_cause(error)})")
+        data_dir = self.data_dir or "~/tensorflow_datasets"
+        return DamagedDatasetError(
+            f"dataset {self.name!r} in {directory} is damaged: {what}. Prepare it again: delete "
+            f"{directory} and run again with downloading on (--download, the default), or run "
+            f"tfds build {self.name} --data_dir={data_dir}")
+
+
+def _damaged_files(builder) -> dict[str, str]:
+    """{path: what is wrong} for each prepared file of `builder` that cannot be read to the end
+    or holds another number of records than the dataset's metadata lists."""
+    if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
+        return {}  # Only TFRecord files are checked here.
+    damaged = {}
+    for split in builder.info.splits.values():
+        for path, expected in zip(split.filepaths, split.shard_lengths):
+            try:
+                records = int(tf.data.TFRecordDataset(str(path)).reduce(
+                    tf.constant(0, tf.int64), lambda count, _: count + 1))
+            except tf.errors.OpError as error:
+                damaged[str(path)] = f"cannot be read to the end ({_cause(error)})"
+                continue
+            if records != expected:
+                damaged[str(path)] = f"holds {records} records where the metadata lists {expected}"
+    return damaged
+
+
+def _cause(error: tf.errors.OpError) -> str:
+    """The last line of TensorFlow's message, without its graph-node and op annotations."""
+    lines = [re.sub(r"\{\{.*?\}\}|\[\[.*?\]\]|\[Op:.*", "", line).strip()
+             for line in error.message.splitlines()]
+    return [line for line in lines if line][-1] if any(lines) else type(error).__name__

@@ -13,6 +13,8 @@
     flags.optimization   --gradient_clip_val, --accumulate_grad_batches, --lr_schedule,
                          --warmup_steps, --ema_decay
     flags.output         --progress_bar, --log_every_n_steps, --tensorboard, --csv_log
+
+`flags.checks` holds what absl's bounds cannot check (nan and inf in float flags).
 """
 
 from flags import (dataset, diagnostics, distribution, model, optimization, output, run_control,

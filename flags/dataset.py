@@ -8,8 +8,8 @@ DATASET = flags.DEFINE_string(
 DATA_DIR = flags.DEFINE_string(
     "data_dir", None,
     "Directory where TFDS keeps prepared datasets (default: TFDS' ~/tensorflow_datasets). To train "
-    "offline, point it at a directory holding the prepared dataset, e.g. "
-    "../shared/tensorflow_datasets.")
+    "offline, point it at a directory holding the prepared dataset "
+    "(<data_dir>/<dataset>/<version>/...), e.g. one copied from a machine that downloaded it.")
 DOWNLOAD = flags.DEFINE_boolean(
     "download", True, "Download and prepare the dataset if it is not prepared in --data_dir.")
 BATCH_SIZE = flags.DEFINE_integer(

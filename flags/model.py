@@ -2,6 +2,7 @@
 
 from absl import flags
 
+from flags import checks
 from layers import cnn
 
 MODEL = flags.DEFINE_enum(
@@ -34,3 +35,5 @@ LABEL_SMOOTHING = flags.DEFINE_float(
     "label_smoothing", 0.0,
     "Training targets give this much probability mass, spread evenly, to all classes, in [0, 1); "
     "evaluation uses hard labels.", lower_bound=0.0, upper_bound=0.99)
+
+checks.require_finite(LEARNING_RATE, DROPOUT, WIDTH_MULTIPLIER, WEIGHT_DECAY, LABEL_SMOOTHING)

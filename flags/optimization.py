@@ -2,6 +2,7 @@
 
 from absl import flags
 
+from flags import checks
 from trainer import config
 
 GRADIENT_CLIP_VAL = flags.DEFINE_float(
@@ -33,3 +34,5 @@ EMA_DECAY = flags.DEFINE_float(
     "(0, 1), e.g. 0.999 (the average spans about 1 / (1 - decay) steps). Validation, ranking, "
     "the test and the export use the averaged weights; the test of the live weights is "
     "reported too, as live_test_*. Default: no averaging.", lower_bound=0.0, upper_bound=0.999999)
+
+checks.require_finite(GRADIENT_CLIP_VAL, EMA_DECAY)

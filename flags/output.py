@@ -2,6 +2,8 @@
 
 from absl import flags
 
+from flags import checks
+
 PROGRESS_BAR = flags.DEFINE_boolean(
     "progress_bar", True,
     "Show a progress bar per epoch (steps, images/s, ETA, running metrics), redrawn in place on a "
@@ -22,3 +24,5 @@ TENSORBOARD = flags.DEFINE_boolean(
 CSV_LOG = flags.DEFINE_boolean(
     "csv_log", True,
     "Write <model_dir>/metrics.csv: one row per logged step and per epoch.")
+
+checks.require_finite(PROGRESS_EVERY_S)

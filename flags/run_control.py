@@ -2,6 +2,8 @@
 
 from absl import flags
 
+from flags import checks
+
 MAX_STEPS = flags.DEFINE_integer(
     "max_steps", None,
     "Stop after this many optimizer steps (>= 1), even mid-epoch; default: no limit besides "
@@ -59,3 +61,5 @@ EARLY_STOPPING_MODE = flags.DEFINE_enum(
 RESTORE_BEST_WEIGHTS = flags.DEFINE_boolean(
     "restore_best_weights", False,
     "When early stopping stops the run, put back the weights of the best validation.")
+
+checks.require_finite(EARLY_STOPPING_MIN_DELTA)

@@ -27,8 +27,9 @@ class _ImageCNN(tf.keras.Model):
             raise ValueError(f"input_shape ({input_shape}) must be (height, width, channels)")
         if num_classes < 2:
             raise ValueError(f"num_classes ({num_classes}) must be at least 2")
-        if width_multiplier <= 0:
-            raise ValueError(f"width_multiplier ({width_multiplier}) must be positive")
+        if not 0 < width_multiplier < float("inf"):  # Written so that nan fails too.
+            raise ValueError(f"width_multiplier ({width_multiplier}) must be a positive finite "
+                             "number")
         self.image_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.width_multiplier = width_multiplier

@@ -21,16 +21,19 @@ def subprocess_env():
     return env
 
 
-def run_python(args, timeout=300):
-    """Runs `python <args>` from the repository root; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=subprocess_env(),
+def run_python(args, timeout=300, env=None):
+    """Runs `python <args>` from the repository root, with `env` added to the environment (a
+    None value removes the variable); returns the CompletedProcess."""
+    environment = {name: value for name, value in {**subprocess_env(), **(env or {})}.items()
+                   if value is not None}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=environment,
                           capture_output=True, text=True, timeout=timeout)
 
 
-def run_main_mocked(flags, num_examples=96, timeout=300):
+def run_main_mocked(flags, num_examples=96, timeout=300, env=None):
     """Runs `python -m trainer.main <flags>` with TFDS mocked (tests/mocked_main.py)."""
     env_args = [os.path.join(TESTS, "mocked_main.py"), str(num_examples), *flags]
-    return run_python(env_args, timeout=timeout)
+    return run_python(env_args, timeout=timeout, env=env)
 
 
 def random_images(num_examples, shape=(32, 32, 3), num_classes=10, seed=0):

@@ -1,6 +1,6 @@
 """Trains a small run under one strategy and saves what the distribution tests compare.
 
-Run as a subprocess (one MirroredStrategy per process: ../shared/PITFALLS.md item 18):
+Run as a subprocess (one MirroredStrategy per process: docs/pitfalls.md#15):
 
     python tests/replica_run.py OUT.npz --strategy=mirrored --cpu_devices=2 --model=functional
 

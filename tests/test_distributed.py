@@ -1,6 +1,6 @@
 """N replicas train like one device: 2 logical CPU replicas vs 1 device on the same global batch.
 
-Each run is its own process (one MirroredStrategy per process: ../shared/PITFALLS.md item 18).
+Each run is its own process (one MirroredStrategy per process: docs/pitfalls.md#15).
 """
 
 import concurrent.futures

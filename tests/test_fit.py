@@ -116,6 +116,13 @@ def test_bad_trainer_arguments_are_named():
         trainer.Trainer(steps_per_loop=0)
 
 
+@pytest.mark.parametrize("argument", ["learning_rate", "weight_decay"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_classifier_arguments_are_named(argument, value):
+    with pytest.raises(ValueError, match=rf"{argument} \({value}\) must be a .*finite number"):
+        trainer.ImageClassifier(_tiny_network(), **{argument: value})
+
+
 def test_fit_again_continues_until_the_new_epoch_count():
     fitter, module, datamodule = _fit(epochs=1)
     fitter.fit(module, datamodule)

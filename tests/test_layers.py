@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import layers
+from trainer.callbacks import console
 
 
 def _built(name, input_shape=(32, 32, 3), num_classes=10, **kwargs):
@@ -48,3 +49,16 @@ class CNNTest(parameterized.TestCase):
     def test_unknown_model_name_lists_the_choices(self):
         with pytest.raises(ValueError, match=r"model \('resnet'\) must be one of \['functional', 'sequential'\]"):
             layers.build_cnn("resnet", input_shape=(32, 32, 3), num_classes=10)
+
+    def test_summary_lists_layers_in_call_order_with_their_output_shapes(self):
+        model, _ = _built("functional")
+        lines = console.summary(model, (32, 32, 3)).splitlines()
+        rows = [line.split(")", 1) for line in lines[2:] if line.startswith("  ")]
+        self.assertEqual([name.split()[0] for name, _ in rows][:6],
+                         ["conv_bn_re_lu", "conv2d", "batch_normalization", "re_lu",
+                          "max_pooling2d", "conv_bn_re_lu_1"])  # Keras lists creation order
+        self.assertTrue(all("?" not in line for line in lines))
+        self.assertIn("(None, 15, 15, 32)", rows[4][1])  # after the 2x2 pooling
+        self.assertIn("Total params: 1,512,074", lines)
+        self.assertIn("Non-trainable params: 448", lines)
+        self.assertEqual(model.call.__func__, type(model).call)  # The wrapped calls are gone.

@@ -54,6 +54,9 @@ BAD_INPUT = {
     "indivisible batch": (["--batch_size=15", "--strategy=mirrored", "--cpu_devices=2"],
                           "batch_size (15) must be divisible by the number of replicas (2)"),
     "zero epochs": (["--epochs=0"], "--epochs=0"),
+    # absl's lower_bound=0 alone lets nan through: every comparison with nan is false.
+    "nan learning rate": (["--learning_rate=nan"],
+                          "--learning_rate=nan: must be a finite number, not nan or inf"),
     "extra argument": (["surprise"], "unexpected positional arguments: surprise"),
 }
 

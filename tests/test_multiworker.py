@@ -1,7 +1,7 @@
 """Beyond one host: two workers (two local processes, TF_CONFIG on 127.0.0.1) train like one
 process with two replicas, only the chief writes files, and a killed cluster resumes exactly.
 
-Every worker is its own subprocess (one strategy per process: ../shared/PITFALLS.md item 18), on
+Every worker is its own subprocess (one strategy per process: docs/pitfalls.md#15), on
 ports chosen free at runtime. Output goes to files, not pipes: a worker blocked on a full pipe
 would stall the other in its next collective. A hang fails through the subprocess timeout.
 """

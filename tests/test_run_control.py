@@ -74,6 +74,31 @@ def test_limit_train_and_val_batches():
     assert recorder.steps_of("validation") == [5, 10]
 
 
+class CountingReads(data.ArrayImageData):
+    """Counts the examples read from its source: what its caches did not keep is read again."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.reads = {stage: tf.Variable(0, dtype=tf.int64) for stage in data.STAGES}
+
+    def _read(self, stage, ctx):
+        def count(image, label):
+            self.reads[stage].assign_add(1)
+            return image, label
+        return super()._read(stage, ctx).map(count)
+
+
+def test_limited_passes_fill_their_caches_and_read_each_example_once():
+    # Blocks of 32 examples are shuffled; 2 batches of 16 per epoch need the first block only.
+    datamodule = CountingReads(train=quadrant_data(256, 0), val=quadrant_data(72, 1),
+                               num_classes=4, batch_size=16, seed=0, shuffle_buffer_size=32)
+    _run(datamodule, epochs=3, limit_train_batches=2, limit_val_batches=1,
+         num_sanity_val_steps=1)
+    # A cache read only partly is thrown away: each epoch and each pass would read again.
+    assert int(datamodule.reads["train"].numpy()) == 32
+    assert int(datamodule.reads["val"].numpy()) == 16  # 4 passes of 1 batch: cached once
+
+
 def test_val_check_interval_counts_steps_across_epochs():
     _, recorder, _, _ = _run(epochs=2, val_check_interval=10, num_sanity_val_steps=0)
     assert recorder.steps_of("validation") == [10, 20, 30]  # not at the epoch ends 16 and 32
@@ -229,6 +254,46 @@ def test_detect_anomaly_names_the_step_and_keeps_the_last_good_state(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path / "ckpt")).endswith("ckpt-4")
 
 
+@tf.custom_gradient
+def _gradient_times(x, factor):
+    """`x` unchanged; its gradient multiplied by `factor`."""
+    return tf.identity(x), lambda upstream: (upstream * factor, tf.zeros_like(factor))
+
+
+class DivergesAtStep8(trainer.ImageClassifier):
+    """Step 8's gradients are NaN; from step 8 on the loss is NaN too, unless `finite_loss`."""
+
+    def __init__(self, network, *, finite_loss, **kwargs):
+        super().__init__(network, **kwargs)
+        self.finite_loss = finite_loss
+        self.calls = tf.Variable(0, trainable=False)
+
+    def training_step(self, batch):
+        loss = super().training_step(batch)
+        self.calls.assign_add(1)
+        if self.finite_loss:
+            return _gradient_times(loss, tf.where(self.calls == 8, np.nan, 1.0))
+        return loss * tf.stop_gradient(tf.where(self.calls >= 8, np.nan, 1.0))
+
+
+@pytest.mark.parametrize("finite_loss, message", [
+    (False, r"the training loss is nan after step 8 \(it turned NaN or Inf in steps 5-8"),
+    (True, r"a weight is NaN or Inf after step 8"),  # The update overflowed, not yet the loss.
+])
+def test_a_diverged_run_stops_before_it_saves_over_the_last_good_checkpoint(tmp_path, finite_loss,
+                                                                           message):
+    module = DivergesAtStep8(tiny_network(), finite_loss=finite_loss, learning_rate=1e-2)
+    checkpointer = checkpointing.Checkpointer(str(tmp_path / "ckpt"), every_n_steps=4)
+    fitter = trainer.Trainer(epochs=2, checkpointer=checkpointer, enable_progress_bar=False,
+                             enable_model_summary=False)  # Loop calls end at steps 4, 8, 12, 16.
+    with pytest.raises(trainer.TrainingDiverged, match=message + r".*ckpt-4.*learning rate"):
+        fitter.fit(module, quadrant_datamodule())
+    assert tf.train.latest_checkpoint(str(tmp_path / "ckpt")).endswith("ckpt-4")
+    saved = tf.train.load_checkpoint(str(tmp_path / "ckpt" / "ckpt-4"))
+    assert all(np.all(np.isfinite(saved.get_tensor(name)))
+               for name, dtype in saved.get_variable_to_dtype_map().items() if dtype.is_floating)
+
+
 def test_profile_steps_writes_a_trace(tmp_path):
     _run(epochs=1, callbacks=[callbacks.Profiler(2, 4, str(tmp_path / "tb"))])
     traces = [name for _, _, files in os.walk(tmp_path / "tb") for name in files
@@ -262,17 +327,21 @@ def test_fast_dev_run_writes_nothing(tmp_path):
     assert "val_loss" in epoch_line  # one validation batch ran too
 
 
-def test_deterministic_runs_write_identical_results(tmp_path):
-    outputs = []
-    for name in ("a", "b"):
-        model_dir = tmp_path / name
-        result = run_main_mocked(["--model=sequential", "--epochs=1", "--batch_size=16",
-                                  "--deterministic", "--augment", "--dropout=0.2",
-                                  f"--model_dir={model_dir}"])
-        assert result.returncode == 0, result.stderr[-3000:]
-        outputs.append((model_dir / "results.json").read_text())
-    assert outputs[0] == outputs[1]
-    assert json.loads(outputs[0])["test_loss"] > 0
+def test_a_deterministic_run_replayed_from_its_flagfile_writes_identical_results(tmp_path):
+    first, replay = tmp_path / "first", tmp_path / "replay"
+    # Flags away from their defaults, each of which changes the results if it is not replayed.
+    result = run_main_mocked(["--model=sequential", "--epochs=1", "--batch_size=16",
+                              "--deterministic", "--augment", "--dropout=0.2", "--seed=3",
+                              f"--model_dir={first}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    flags = [line for line in (first / "flags.txt").read_text().splitlines()
+             if not line.startswith("#")]
+    assert "--dropout=0.2" in flags and not any(f.startswith("--model_dir") for f in flags)
+    result = run_main_mocked([f"--flagfile={first / 'flags.txt'}", f"--model_dir={replay}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = (first / "results.json").read_text()
+    assert (replay / "results.json").read_text() == results
+    assert json.loads(results)["test_loss"] > 0
 
 
 class _Stream:

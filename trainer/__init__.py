@@ -9,19 +9,29 @@ The loop, where `ls trainer/` shows it:
 - `schedule.py`: when things happen, in optimizer steps; `datasets.py`: the data per strategy.
 - `optimization.py`: clipping, accumulation and fp16 loss scaling on all-reduced gradients.
 - `distribute.py`: strategy selection and replica checks; `precision.py`: mixed precision.
+- `gpu_check.py`: a warning when the machine's NVIDIA GPUs are invisible to TensorFlow.
 - `checkpointing.py`: full-state checkpoints, exact resume, the best epochs.
-- `stopping.py`: stopping on signals and on NaN/Inf; `reporting.py`: the lines a run prints.
+- `stopping.py`: stopping on signals, on divergence and on NaN/Inf.
+- `reporting.py`: the lines a run prints.
 
 Around it: `callbacks/` (callbacks, progress bar, loggers), `vision/` (the image classification
 task: `ImageClassifier`, its pictures and its export) and `cli/` (`--explain`, `--selftest`);
 `main.py` is the command line (`python -m trainer.main`).
 """
 
+# `python -m trainer.main` imports this package before trainer/main.py, and TensorFlow prints its
+# C++ start-up lines when it is first imported (by the imports below): the command line's quiet
+# log level must be in place before that. Programs that import `trainer` are left alone.
+from trainer.cli import quiet
+
+quiet.import_tensorflow()
+
+# pylint: disable=wrong-import-position
 from trainer import callbacks
 from trainer.config import LoopConfig, StepConfig
 from trainer.module import Module
-from trainer.trainer import AnomalyDetected, Trainer, TrainingInterrupted
+from trainer.trainer import AnomalyDetected, Trainer, TrainingDiverged, TrainingInterrupted
 from trainer.vision.classifier import ImageClassifier
 
 __all__ = ["AnomalyDetected", "ImageClassifier", "LoopConfig", "Module", "StepConfig", "Trainer",
-           "TrainingInterrupted", "callbacks"]
+           "TrainingDiverged", "TrainingInterrupted", "callbacks"]

@@ -37,18 +37,12 @@ class DistributedData:
         """`stage`'s data ("val", "test" or "predict"), at most `limit` global batches; None
         when the DataModule has no such data or `limit` is 0."""
         if (stage, limit) not in self._cache:
-            make = {"val": self.datamodule.val_dataset, "test": self.datamodule.test_dataset,
-                    "predict": self.datamodule.predict_dataset}[stage]
-
-            def make_limited(ctx):
-                # An input pipeline feeds num_replicas / num_pipelines replicas per global batch.
-                per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-                dataset = make(ctx)
-                return dataset if limit is None else dataset.take(limit * per_pipeline)
+            def make(ctx):
+                return self.datamodule.evaluation_dataset(stage, ctx, limit_batches=limit)
 
             exists = make(tf.distribute.InputContext()) is not None and limit != 0
             self._cache[stage, limit] = (
-                self.strategy.distribute_datasets_from_function(make_limited) if exists else None)
+                self.strategy.distribute_datasets_from_function(make) if exists else None)
         return self._cache[stage, limit]
 
     def has(self, stage: str) -> bool:

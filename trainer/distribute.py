@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 import layers
+from trainer import gpu_check
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 COMMUNICATIONS = {
@@ -115,6 +116,8 @@ def create_strategy(name: str = "auto", *, cpu_devices: int = 1, gpus: list[int]
     Device set-up (`cpu_devices`, `gpus`, `gpu_memory_growth`, see `split_cpu` and
     `configure_gpus`) happens first, so call this before anything else touches TensorFlow. Under
     `multi_worker` that is a hard rule: collective ops must be configured at program startup.
+    On a machine whose NVIDIA GPUs TensorFlow does not see, it first logs why and how to fix it
+    (trainer/gpu_check.py).
 
     Args:
         communication: how `multi_worker` all-reduces between workers: "ring" (gRPC, works on
@@ -129,6 +132,7 @@ def create_strategy(name: str = "auto", *, cpu_devices: int = 1, gpus: list[int]
     if communication not in COMMUNICATIONS:
         raise ValueError(f"communication ({communication!r}) must be one of "
                          f"{list(COMMUNICATIONS)}")
+    gpu_check.warn_if_gpus_unseen()  # Before a strategy settles for the CPU: say why.
     cluster = tf_config_cluster()
     if name == "auto" and _cluster_size(cluster) > 1:
         name = "multi_worker"

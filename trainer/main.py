@@ -1,8 +1,9 @@
 """Command line entry point: `python -m trainer.main --model=functional`.
 
 The only place that reads flag values: it turns them into the DataModule, the Module, the
-Trainer's two configs and its callbacks, runs fit then test, and writes
-`<model_dir>/results.json` (metrics) and `<model_dir>/timings.json` (wall times, images/s).
+Trainer's two configs and its callbacks, runs fit then test, and writes `<model_dir>/flags.txt`
+(every flag, to repeat the run with `--flagfile`), `<model_dir>/results.json` (metrics) and
+`<model_dir>/timings.json` (wall times, images/s).
 `--explain` prints the plan instead (trainer/cli/explain.py), and `--selftest` checks the strategy
 (trainer/cli/selftest.py).
 
@@ -35,6 +36,7 @@ from trainer import precision
 from trainer import reporting
 from trainer import schedule
 from trainer.cli import explain
+from trainer.cli import quiet
 from trainer.cli import selftest
 from trainer.vision import export
 from trainer.vision import plots
@@ -50,19 +52,18 @@ for _flags_module in (run_flags.model, run_flags.dataset, run_flags.training,
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
+    quiet.hide_library_info_lines(logging.get_verbosity())
+    # Each ending is printed once, as a plain line on stderr, without a traceback.
     try:
         results = _explain_selftest_or_train(_create_strategy())
     except trainer.TrainingInterrupted as interruption:
-        logging.warning("%s", interruption)
         print(f"stopped: {interruption}", file=sys.stderr)
         sys.exit(128 + interruption.signal_number)  # The shell's convention for "killed by".
     except tf.errors.UnavailableError as error:  # Under multi-worker: another worker died.
-        logging.error("%s", error)
         sys.exit(f"error: a worker of the cluster is unreachable ({str(error).splitlines()[0]}). "
                  "Restart every worker with the same command: the run resumes from the latest "
                  "checkpoint")
     except (ValueError, TypeError, OSError, RuntimeError) as error:
-        logging.error("%s", error)
         sys.exit(f"error: {error}")
     if results:
         logging.info("results: %s", json.dumps(results))
@@ -126,11 +127,17 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
     results = {"model": run_flags.model.MODEL.value, "dataset": run_flags.dataset.DATASET.value,
                "replicas": strategy.num_replicas_in_sync, "precision": step_config.precision,
                "global_batch_size": datamodule.batch_size}
-    results.update(fitter.fit(module, datamodule))
-    if run_flags.dataset.TEST_SPLIT.value and loop_config.limit_test_batches != 0:
-        if run_flags.optimization.EMA_DECAY.value:  # The live weights, for comparison.
-            results.update(fitter.test(module, datamodule, averaged_weights=False))
-        results.update(fitter.test(module, datamodule))
+    try:
+        results.update(fitter.fit(module, datamodule))
+        if run_flags.dataset.TEST_SPLIT.value and loop_config.limit_test_batches != 0:
+            if run_flags.optimization.EMA_DECAY.value:  # The live weights, for comparison.
+                results.update(fitter.test(module, datamodule, averaged_weights=False))
+            results.update(fitter.test(module, datamodule))
+    except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
+        damaged = datamodule.damage_report(error)  # A truncated or corrupt file of the dataset?
+        if damaged is None:
+            raise
+        raise damaged from None
     best = None
     if fitter.best_models:
         with strategy.scope():
@@ -237,12 +244,30 @@ def _callbacks(model_dir):
     return chosen
 
 
+FLAGFILE = "flags.txt"
+# Flags that say where a run lives or what to do instead of training, not what it trains: a
+# replay into a new --model_dir must not resume, set aside or explain the recorded run.
+_NOT_REPLAYED = ("model_dir", "fresh_start", "ckpt_path", "explain", "selftest",
+                 "selftest_perturb_replica")
+
+
 def _flags_text() -> str:
-    """This project's flags (flags/*.py) as a flagfile: `--flagfile=` of it repeats the run."""
+    """This project's flags (flags/*.py), as this run resolved them, in absl's flagfile format:
+    `--flagfile=<model_dir>/flags.txt --model_dir=<new>` repeats the run. Also in TensorBoard."""
     by_module = absl_flags.FLAGS.flags_by_module_dict()
     lines = [flag.serialize() for module, module_flags in sorted(by_module.items())
-             if module.startswith(run_flags.__name__ + ".") for flag in module_flags]
+             if module.startswith(run_flags.__name__ + ".") for flag in module_flags
+             if flag.name not in _NOT_REPLAYED]
     return "\n".join(line for line in lines if line)  # An unset flag (None) serializes to "".
+
+
+def _write_flagfile(model_dir):
+    """Writes `<model_dir>/flags.txt`: every flag of this run, to repeat it (the chief only)."""
+    path = os.path.join(model_dir, FLAGFILE)
+    with open(path, "w") as f:
+        f.write(f"# The flags of the run in {model_dir}. Repeat it with\n"
+                f"#   python -m trainer.main --flagfile={path} --model_dir=<new directory>\n"
+                f"{_flags_text()}\n")
 
 
 def _model_dir() -> str:
@@ -282,7 +307,8 @@ def _prepare_model_dir_on_chief(strategy, model_dir):
 
 
 def _prepare_model_dir(model_dir):
-    """Sets an old run aside (--fresh_start), then checks the settings against the run there."""
+    """Sets an old run aside (--fresh_start), checks the settings against the run there, and
+    writes this run's flags.txt."""
     if run_flags.training.FRESH_START.value:
         old_run = checkpointing.set_aside(model_dir)
         if old_run:
@@ -297,6 +323,7 @@ def _prepare_model_dir(model_dir):
         "accumulate_grad_batches": run_flags.optimization.ACCUMULATE_GRAD_BATCHES.value,
         "limit_train_batches": run_flags.run_control.LIMIT_TRAIN_BATCHES.value,
         "overfit_batches": run_flags.run_control.OVERFIT_BATCHES.value})
+    _write_flagfile(model_dir)
 
 
 def _write_outputs(model_dir, results, history):

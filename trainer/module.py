@@ -171,9 +171,9 @@ class Module(tf.keras.Model):
 
         Each replica computes gradients on its slice and the optimizer step SUMS them across
         replicas. Dividing by the global batch (not the replica's slice) makes that sum the
-        gradient of the mean loss over the global batch, exactly as on one device (see
-        docs/pitfalls.md). With gradient accumulation the global batch counts every micro-batch
-        of the step, and each micro-batch adds its share of the regularization loss.
+        gradient of the mean loss over the global batch, exactly as on one device
+        (docs/pitfalls.md#1). With gradient accumulation the global batch counts every
+        micro-batch of the step, and each micro-batch adds its share of the regularization loss.
         """
         per_example_loss = tf.cast(per_example_loss, tf.float32)
         loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=self.global_batch_size)

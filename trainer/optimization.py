@@ -2,7 +2,7 @@
 
 `optimizer.apply_gradients` all-reduces (sums) the replicas' gradients itself, which is all the
 plain step needs. Clipping, fp16 loss scaling and gradient accumulation need more, and done per
-replica they are wrong (../shared/PITFALLS.md items 5-7):
+replica they are wrong (docs/pitfalls.md#4, #5 and #7):
 
     clipping        each replica would clip its own partial gradient: clip the SUM instead;
     fp16 scaling    Keras decides "finite" from replica 0 only: decide from the SUM instead,

@@ -1,10 +1,12 @@
-"""How a run stops early: signals (SIGTERM/SIGINT) and anomalies (NaN/Inf), with clear messages."""
+"""How a run stops early: signals (SIGTERM/SIGINT), divergence and anomalies (NaN/Inf)."""
 
 import contextlib
+import math
 import signal
 import threading
 
 from absl import logging
+import tensorflow as tf
 
 
 class TrainingInterrupted(Exception):
@@ -32,6 +34,47 @@ class AnomalyDetected(RuntimeError):
                 else "no checkpoint had been written")
         return cls(f"detect_anomaly: the loss or the gradients of step {step} are NaN or Inf "
                    f"(loss {loss}); the step was not applied and training stopped; {kept}")
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised by `fit` when the training loss, or a weight, has become NaN or Inf.
+
+    It is raised before anything else happens after the loop call that diverged: no callback,
+    validation or checkpoint sees the diverged model, so the latest checkpoint is the last good one.
+    """
+
+    @classmethod
+    def at(cls, what: str, first_step: int, step: int, checkpointer) -> "TrainingDiverged":
+        latest = checkpointer.latest if checkpointer else None
+        kept = (f"the latest checkpoint is still the last good one, {latest}" if latest
+                else "no checkpoint had been written")
+        steps = f"step {step}" if first_step == step else f"steps {first_step}-{step}"
+        return cls(f"training diverged: {what} after step {step} (it turned NaN or Inf in "
+                   f"{steps}: the loss is read once per loop call); training stopped and {kept}. "
+                   "Usual causes: a learning rate too high for the model (learning_rate), or "
+                   "float16 overflow (precision 16-mixed; bf16-mixed and 32 have float32's "
+                   "range). detect_anomaly (--detect_anomaly) checks every step and stops at the "
+                   "first bad one")
+
+
+def stop_if_diverged(loss: float, variables, *, first_step: int, step: int,
+                     checkpointer) -> None:
+    """Raises `TrainingDiverged` if `loss` or a value of `variables` is NaN or Inf.
+
+    The host loop calls it once per loop call, before it logs, validates or saves anything. The
+    weights are checked too because a step's update can overflow while its loss is still finite.
+
+    Args:
+        loss: the last step's loss, already read to the host.
+        variables: the module's trainable variables.
+        first_step, step: the first and last optimizer step of the loop call.
+        checkpointer: to name the latest checkpoint (or None).
+    """
+    if not math.isfinite(loss):
+        raise TrainingDiverged.at(f"the training loss is {loss}", first_step, step, checkpointer)
+    # One reduction per variable, then one host sync: per loop call, never per step.
+    if not bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])):
+        raise TrainingDiverged.at("a weight is NaN or Inf", first_step, step, checkpointer)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from trainer.callbacks import console
 
 TrainingInterrupted = stopping.TrainingInterrupted
 AnomalyDetected = stopping.AnomalyDetected
+TrainingDiverged = stopping.TrainingDiverged
 
 
 class Trainer:
@@ -44,6 +45,7 @@ class Trainer:
             reset the training metrics (unless resuming mid-epoch)
             while the epoch has steps left and nothing asked to stop:
                 train_loop(train_iterator, n)    [traced] n times strategy.run(train_step)
+                stop if the loss or a weight is NaN or Inf (nothing more is written)
                 callbacks; validate, checkpoint when due  # the only host sync: once per n steps
             eval_loop(iter(validation dataset))  [traced] strategy.run(validation_step) per batch
             callbacks get the epoch's logs; rank the epoch; save a checkpoint
@@ -235,7 +237,7 @@ class Trainer:
                 raise TypeError("configure_optimizers() must return a tf.keras optimizer, "
                                 f"got {optimizer!r}")
             # Slots are built now, eagerly: created lazily inside the distributed step they
-            # crash on Keras 3.15 (PITFALLS item 3).
+            # crash on Keras 3.15 (docs/pitfalls.md#2).
             optimizer.build(module.trainable_variables)
             self.step_functions = steps_lib.StepFunctions(
                 strategy=self.strategy, module=module, optimizer=optimizer, config=self.step_config)
@@ -300,6 +302,10 @@ class Trainer:
             previous_step, step = step, self.global_step  # Once per loop, never per step.
             if self.step_config.detect_anomaly and not healthy:
                 raise AnomalyDetected.at(step, float(loss), self.checkpointer)
+            # Before anything is logged or saved: a diverged model must not overwrite a good one.
+            stopping.stop_if_diverged(float(loss), self.module.trainable_variables,
+                                      first_step=previous_step + 1, step=step,
+                                      checkpointer=self.checkpointer)
             now = time.perf_counter()
             self._call("on_train_batch_end", step, {
                 **self.module.logbook.results("train"), "loss": float(loss),
@@ -364,7 +370,7 @@ class Trainer:
     def _average_replica_copies(self):
         """Every replica gets the mean of the replicas' BatchNorm statistics before the model is
         evaluated or saved: without synchronized BatchNorm the copies drift apart, and only one
-        copy would be evaluated or saved (PITFALLS item 8). A no-op on one replica."""
+        copy would be evaluated or saved (docs/pitfalls.md#8). A no-op on one replica."""
         functions = self.step_functions
         if self.strategy.num_replicas_in_sync > 1 and functions.averaged_variables:
             functions.traced("average_replica_copies", functions.average_replica_copies)()

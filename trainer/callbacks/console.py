@@ -1,4 +1,4 @@
-"""What a run shows on the console: `ProgressBar` (one bar per epoch) and `ModelSummary`.
+"""What a run shows on the console: `ProgressBar` (one bar per epoch) and `ModelSummary` (layers).
 
     epoch 3/10 [=========>           ] 412/782 | 2,951 img/s | ETA 0:08 | train_loss 0.8123 | ...
 
@@ -9,6 +9,9 @@ Only the chief process draws.
 
 import sys
 import time
+
+import numpy as np
+import tensorflow as tf
 
 from trainer.callbacks import base
 
@@ -82,11 +85,71 @@ class ProgressBar(base.Callback):
 
 
 class ModelSummary(base.Callback):
-    """Prints the module's layers and parameter counts when training begins (chief only)."""
+    """Prints the module's layers, output shapes and parameter counts when training begins.
+
+    Only the chief prints. The layers are listed in the order a forward pass calls them, nested
+    layers indented under the layer that calls them:
+
+        layer                                   output shape               parameters
+        sequential_cnn (SequentialCNN)          (None, 10)                    225,034
+          conv2d (Conv2D)                       (None, 30, 30, 32)                896
+          ...
+    """
 
     def on_train_begin(self, logs):
         if self.trainer.is_chief:
-            self.trainer.module.summary(expand_nested=True)
+            print(summary(self.trainer.module, self.trainer.datamodule.input_shape), flush=True)
+
+
+def summary(model, input_shape: tuple[int, ...]) -> str:
+    """`model`'s layers as a table (see `ModelSummary`), then its parameter counts."""
+    rows = [("  " * depth + f"{layer.name} ({type(layer).__name__})", str(shape),
+             f"{layer.count_params():,}") for depth, layer, shape in _layer_calls(model, input_shape)]
+    width = max([len("layer"), *(len(name) for name, _, _ in rows)])
+    lines = [f"model {model.name} ({type(model).__name__})",
+             f"  {'layer':<{width}}  {'output shape':<20} {'parameters':>12}"]
+    lines += [f"  {name:<{width}}  {shape:<20} {count:>12}" for name, shape, count in rows]
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    total = model.count_params()
+    lines += [f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+              f"Non-trainable params: {total - trainable:,}"]
+    return "\n".join(lines)
+
+
+def _layer_calls(model, input_shape) -> list[tuple[int, object, tuple | None]]:
+    """(depth, layer, output shape) of every layer call in one forward pass of `model`, in order.
+
+    Keras' own `summary()` shows "?" for the layers of a subclassed model: it knows the shapes of
+    layers called on `tf.keras.Input`s only. So each layer's `call` is wrapped for the duration
+    of one symbolic pass (`compute_output_spec`: shapes only, no computation), to note its output.
+    """
+    calls, depth = [], 0
+    layers = model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+
+    def noting(layer):
+        call = layer.call
+
+        def noting_call(*args, **kwargs):
+            nonlocal depth
+            row = [depth, layer, None]
+            calls.append(row)
+            depth += 1
+            try:
+                outputs = call(*args, **kwargs)
+            finally:
+                depth -= 1
+            row[2] = tuple(outputs.shape) if hasattr(outputs, "shape") else None
+            return outputs
+        return noting_call
+
+    for layer in layers:
+        layer.call = noting(layer)
+    try:
+        model.compute_output_spec(tf.keras.KerasTensor((None, *input_shape)))
+    finally:
+        for layer in layers:
+            del layer.call  # The class's own `call` again.
+    return [tuple(row) for row in calls]
 
 
 def _minutes(seconds: float) -> str:

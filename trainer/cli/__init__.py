@@ -2,4 +2,5 @@
 
 - `explain.py`: `--explain`, the resolved plan of a run, in words.
 - `selftest.py`: `--selftest`, proof that this strategy's replicas train like one device.
+- `quiet.py`: the console shows the run's own lines, not TensorFlow's internals.
 """

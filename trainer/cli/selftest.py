@@ -3,7 +3,7 @@
 It trains the project's `sequential` CNN for a few SGD steps with the real `Trainer` on synthetic
 images that every worker generates from the same seed, and trains a copy of the same model on the
 same global batches on one device, in the same process, under TensorFlow's default strategy (not
-a second MirroredStrategy: ../shared/PITFALLS.md item 18). Then it checks:
+a second MirroredStrategy: docs/pitfalls.md#15). Then it checks:
 
     (c) the loss denominator: the replicas' losses, summed, equal the one-device mean loss of the
         global batch; dividing by the per-replica batch would make them N times too large

@@ -1,5 +1,7 @@
 """`ImageClassifier`: the tutorial's task as a `Module` around either CNN."""
 
+import math
+
 import tensorflow as tf
 
 from trainer import module
@@ -32,10 +34,10 @@ class ImageClassifier(module.Module):
                  lr_schedule: str = "constant", warmup_steps: int = 0,
                  ema_decay: float | None = None, **kwargs):
         super().__init__(**kwargs)
-        if learning_rate <= 0:
-            raise ValueError(f"learning_rate ({learning_rate}) must be positive")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay ({weight_decay}) must be >= 0")
+        if not 0 < learning_rate < math.inf:  # Written so that nan fails too.
+            raise ValueError(f"learning_rate ({learning_rate}) must be a positive finite number")
+        if not 0 <= weight_decay < math.inf:
+            raise ValueError(f"weight_decay ({weight_decay}) must be a finite number >= 0")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing ({label_smoothing}) must be in [0, 1)")
         if lr_schedule not in LR_SCHEDULES:

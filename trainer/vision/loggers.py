@@ -59,7 +59,8 @@ class SamplePredictions(base.Callback):
     def _sample_batch(self):
         """The first `num_samples` examples of the validation set (taken once, then kept)."""
         if self._samples is None:
-            dataset = self.trainer.datamodule.val_dataset(tf.distribute.InputContext())
+            dataset = self.trainer.datamodule.evaluation_dataset(
+                "val", tf.distribute.InputContext(), limit_batches=1)
             images, labels = next(iter(dataset))
             self._samples = images[:self.num_samples], labels[:self.num_samples]
         return self._samples

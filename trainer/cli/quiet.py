@@ -1,0 +1,107 @@
+"""A quiet console for `python -m trainer.main`: the run's own lines, not TensorFlow's internals.
+
+Three sources drown the lines a run prints (its plan, model summary, progress, epochs, results):
+
+- TensorFlow's C++ INFO and WARNING lines. `TF_CPP_MIN_LOG_LEVEL` hides them if it is set before
+  TensorFlow is imported, so the command line sets it to 2 (errors only) unless it is set already.
+- The lines TensorFlow's libraries print while they load, before they apply that setting (e.g.
+  "cudart_stub.cc ... Could not find cuda drivers", once per library; tensorflow/tensorflow#100442).
+  They are caught while TensorFlow is imported, and those below the level are dropped.
+- The INFO lines that TensorFlow, Keras and TFDS log through Python (TFDS logs two for every
+  dataset it opens, i.e. for every validation pass). A filter on absl's log handler drops them;
+  their warnings and errors still show.
+
+Everything shows again with `TF_CPP_MIN_LOG_LEVEL=0 python -m trainer.main --verbosity=1 ...`.
+Programs that import `trainer` themselves are left alone: only the command line calls this.
+"""
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+
+from absl import logging as absl_logging
+
+DEFAULT_TF_LOG_LEVEL = "2"  # TF_CPP_MIN_LOG_LEVEL: 0 all, 1 no INFO, 2 no WARNING, 3 no ERROR.
+_SEVERITIES = "IWEF"  # In level order: a line of severity _SEVERITIES[i] shows at level <= i.
+# A C++ log line, in absl's format ("I0000 00:00:1796.5  27156 cudart_stub.cc:31] ...") or in
+# TensorFlow's older one ("2025-09-17 14:44:05.157831: I external/.../cudart_stub.cc:32] ...").
+_CPP_LOG_LINE = re.compile(r"^(?:[\d-]+ [\d:.]+: )?([IWEF])(?:\d{4} [\d:.]+ +\d+)? \S+:\d+\] ")
+# What absl prints before the first C++ log line of a library that has not set its logging up.
+_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
+_LIBRARIES = ("tensorflow", "keras", "tensorflow_datasets")
+
+
+def is_command_line() -> bool:
+    """Whether this process was started as `python -m trainer.main`."""
+    argv = sys.orig_argv
+    return any(option == "-m" and module == "trainer.main"
+               for option, module in zip(argv, argv[1:]))
+
+
+def import_tensorflow() -> None:
+    """Imports TensorFlow with the command line's log level (the user's TF_CPP_MIN_LOG_LEVEL, or
+    2), dropping the start-up lines below it. Does nothing outside the command line."""
+    if not is_command_line() or "tensorflow" in sys.modules:
+        return
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", DEFAULT_TF_LOG_LEVEL)
+    with _stderr_without_lines_below(int(level) if level.isdigit() else 0):
+        import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
+
+
+def hide_library_info_lines(verbosity: int) -> None:
+    """Drops the INFO (and DEBUG) lines TensorFlow, Keras and TFDS log through absl's handler,
+    unless absl's `--verbosity` is 1 or more. Call after absl has parsed the flags."""
+    if verbosity >= 1:
+        return
+    directories = tuple(os.path.dirname(sys.modules[name].__file__) + os.sep
+                        for name in _LIBRARIES if name in sys.modules)
+    library_filter = _LibraryInfoFilter(directories)
+    absl_logging.get_absl_handler().addFilter(library_filter)
+    # TensorFlow's own logger may print through a handler of its own ("INFO:tensorflow:...").
+    logging.getLogger("tensorflow").addFilter(library_filter)
+
+
+class _LibraryInfoFilter(logging.Filter):
+    """Passes warnings and errors, and every record logged from outside `directories`."""
+
+    def __init__(self, directories: tuple[str, ...]):
+        super().__init__()
+        self.directories = directories
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.pathname.startswith(self.directories)
+
+
+@contextlib.contextmanager
+def _stderr_without_lines_below(level: int):
+    """Catches what is written to file descriptor 2 (C++ code writes there directly, not through
+    `sys.stderr`) inside the block into a temporary file, then writes it back without the C++ log
+    lines below `level`. A file, not a pipe: a full pipe would block the writer."""
+    if level == 0:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            lines = caught.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if _shows(line, level)))
+            sys.stderr.flush()
+
+
+def _shows(line: str, level: int) -> bool:
+    """Whether `line` passes TF_CPP_MIN_LOG_LEVEL `level`; lines that are not C++ log lines do."""
+    if line.startswith(_ABSL_PREAMBLE):
+        return False  # It only announces the C++ lines that follow it.
+    match = _CPP_LOG_LINE.match(line)
+    return not match or _SEVERITIES.index(match.group(1)) >= level
