@@ -3,8 +3,9 @@
 The only place that reads flag values: it turns them into the DataModule, the Module, the
 Trainer's two configs and its callbacks, runs fit then test, and writes
 `<model_dir>/results.json` (metrics) and `<model_dir>/timings.json` (wall times, images/s).
-`--explain` prints the plan instead (trainer/cli/explain.py), and `--selftest` checks the strategy
-(trainer/cli/selftest.py).
+`--explain` prints the plan instead (trainer/cli/explain.py), `--selftest` checks the strategy
+(trainer/cli/selftest.py), and `--evaluate_checkpoints` (or a TF_CONFIG task of type "evaluator")
+validates the run's checkpoints as they appear (trainer/cli/evaluator.py).
 
 Under multi-worker training every worker runs this same program; only the chief writes files, but
 every worker takes part in every collective (metric reads, checkpoint saves, the export), in the
@@ -13,6 +14,7 @@ same order.
 
 import json
 import os
+import signal
 import sys
 
 from absl import app
@@ -30,6 +32,8 @@ from trainer import distribute
 from trainer import precision
 from trainer import reporting
 from trainer import schedule
+from trainer import slurm
+from trainer.cli import evaluator
 from trainer.cli import explain
 from trainer.cli import selftest
 from trainer.vision import export
@@ -46,10 +50,14 @@ for _flags_module in (run_flags.model, run_flags.dataset, run_flags.training,
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
+    if slurm.in_job():
+        slurm.tolerate_late_requeue_signal()
     try:
-        results = _explain_selftest_or_train(_create_strategy())
+        strategy = _create_strategy()
+        results = _explain_selftest_or_train(strategy)
     except trainer.TrainingInterrupted as interruption:
         logging.warning("%s", interruption)
+        _requeue_if_asked(strategy, interruption)
         print(f"stopped: {interruption}", file=sys.stderr)
         sys.exit(128 + interruption.signal_number)  # The shell's convention for "killed by".
     except tf.errors.UnavailableError as error:  # Under multi-worker: another worker died.
@@ -72,12 +80,24 @@ def _create_strategy() -> tf.distribute.Strategy:
         cpu_devices=run_flags.distribution.CPU_DEVICES.value,
         gpus=_gpu_indices(run_flags.distribution.GPUS.value),
         gpu_memory_growth=run_flags.distribution.GPU_MEMORY_GROWTH.value,
-        communication=run_flags.distribution.COMMUNICATION.value)
+        communication=run_flags.distribution.COMMUNICATION.value,
+        slurm_port_base=run_flags.distribution.SLURM_PORT_BASE.value)
+
+
+def _requeue_if_asked(strategy, interruption):
+    """Inside a SLURM job, after a SIGUSR1 on any worker (or any signal, with --slurm_requeue),
+    the chief requeues the job; every worker votes, as every worker was interrupted."""
+    if not slurm.in_job():
+        return
+    asked = (interruption.signal_number == signal.SIGUSR1
+             or run_flags.distribution.SLURM_REQUEUE.value)
+    if distribute.any_worker(strategy, asked) and distribute.is_chief(strategy):
+        slurm.requeue()
 
 
 def _explain_selftest_or_train(strategy: tf.distribute.Strategy) -> dict | None:
-    """Prints the plan (--explain), checks the strategy (--selftest), or trains: returns the
-    training results, None for the others."""
+    """Prints the plan (--explain), checks the strategy (--selftest), evaluates checkpoints (the
+    evaluator task) or trains: returns the training or evaluation results, None for the others."""
     perturb_replica = run_flags.diagnostics.SELFTEST_PERTURB_REPLICA.value
     if run_flags.diagnostics.EXPLAIN.value:
         print(explain.explain(_plan(strategy)))
@@ -85,6 +105,8 @@ def _explain_selftest_or_train(strategy: tf.distribute.Strategy) -> dict | None:
     if run_flags.diagnostics.SELFTEST.value:
         _selftest(strategy, perturb_replica)
         return None
+    if run_flags.distribution.EVALUATE_CHECKPOINTS.value or distribute.is_evaluator_task():
+        return _evaluate_checkpoints(strategy)
     if perturb_replica is not None:
         raise ValueError(f"selftest_perturb_replica ({perturb_replica}) only applies with "
                          "--selftest")
@@ -94,11 +116,10 @@ def _explain_selftest_or_train(strategy: tf.distribute.Strategy) -> dict | None:
 def _train(strategy: tf.distribute.Strategy) -> dict:
     """Trains, tests, exports the best model and writes the run's files; returns the results."""
     loop_config, step_config = _loop_config(), _step_config()  # Checked before any work.
-    # Seeded before any layer exists: Keras initializers draw their seeds when they are created.
-    tf.keras.utils.set_random_seed(run_flags.training.SEED.value)
-    if run_flags.training.DETERMINISTIC.value:
-        tf.config.experimental.enable_op_determinism()
-    precision.set_precision(step_config.precision)  # Before the layers, which read it.
+    if run_flags.distribution.SLURM_REQUEUE.value and not slurm.in_job():
+        raise ValueError("slurm_requeue (True) applies inside a SLURM job only, and SLURM_JOB_ID "
+                         "is not set")
+    _set_up_tensorflow(step_config)
     model_dir = _model_dir()
     is_chief = distribute.is_chief(strategy)
     writes_files = not loop_config.fast_dev_run
@@ -138,6 +159,31 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
                      "best" if fitter.best_models else "last", export_dir)
         _write_outputs(model_dir, results, fitter.history)
     return results
+
+
+def _set_up_tensorflow(step_config: trainer.StepConfig) -> None:
+    """Seeds, determinism and precision: before any layer exists, as Keras initializers draw their
+    seeds when they are created and layers read the precision policy."""
+    tf.keras.utils.set_random_seed(run_flags.training.SEED.value)
+    if run_flags.training.DETERMINISTIC.value:
+        tf.config.experimental.enable_op_determinism()
+    precision.set_precision(step_config.precision)
+
+
+def _evaluate_checkpoints(strategy: tf.distribute.Strategy) -> dict:
+    """The evaluator task (trainer/cli/evaluator.py): the training run's module and data, built
+    from the same flags, validated at each checkpoint as it appears."""
+    loop_config, step_config = _loop_config(), _step_config()
+    _set_up_tensorflow(step_config)
+    datamodule = _datamodule()
+    with strategy.scope():
+        module = _module(datamodule)
+    fitter = trainer.Trainer(strategy=strategy, loop_config=loop_config, step_config=step_config,
+                             enable_progress_bar=False, enable_model_summary=False)
+    return evaluator.run(fitter, module, datamodule, model_dir=_model_dir(),
+                         monitor=run_flags.training.MONITOR.value,
+                         monitor_mode=run_flags.training.MONITOR_MODE.value,
+                         timeout_s=run_flags.distribution.EVALUATOR_TIMEOUT_S.value)
 
 
 def _loop_config() -> trainer.LoopConfig:
@@ -265,7 +311,10 @@ def _prepare_model_dir_on_chief(strategy, model_dir):
 
 def _prepare_model_dir(model_dir):
     """Sets an old run aside (--fresh_start), then checks the settings against the run there."""
-    if run_flags.training.FRESH_START.value:
+    if run_flags.training.FRESH_START.value and slurm.restart_count():
+        logging.warning("--fresh_start ignored: SLURM restarted this job (SLURM_RESTART_COUNT=%d), "
+                        "so it resumes the run in %s", slurm.restart_count(), model_dir)
+    elif run_flags.training.FRESH_START.value:
         old_run = checkpointing.set_aside(model_dir)
         if old_run:
             logging.info("--fresh_start: the previous run in %s is now %s", model_dir, old_run)
@@ -330,7 +379,9 @@ def _plan(strategy) -> explain.Plan:
         communication=run_flags.distribution.COMMUNICATION.value,
         checkpoint_every_steps=run_flags.training.CHECKPOINT_EVERY_STEPS.value,
         keep_checkpoints=run_flags.training.KEEP_CHECKPOINTS.value,
-        checkpoint_dir=os.path.join(_model_dir(), "checkpoints"))
+        checkpoint_dir=os.path.join(_model_dir(), "checkpoints"),
+        cluster_source=distribute.cluster_source(),
+        cluster_tasks=tuple(distribute.cluster_tasks(strategy)))
 
 
 def _best_models(model_dir: str, is_chief: bool):
