@@ -51,7 +51,7 @@ def test_the_evaluator_validates_every_checkpoint_and_exits_after_the_last(worke
     model_dir, record, log = worker_and_evaluator
     assert [entry["step"] for entry in record["evaluations"]] == STEPS
     assert record["final_step"] == STEPS[-1]
-    assert "the evaluator task joins none of the workers' collectives" in log
+    assert "the evaluator joins none of the workers' collectives" in log
     best = max(record["evaluations"], key=lambda entry: entry["val_accuracy"])
     assert record["best"]["step"] == best["step"] and record["best"]["val_accuracy"] == \
         best["val_accuracy"]

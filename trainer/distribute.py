@@ -130,7 +130,8 @@ def cluster_source() -> str | None:
 
 def create_strategy(name: str = "auto", *, cpu_devices: int = 1, gpus: list[int] | None = None,
                     gpu_memory_growth: bool = True, communication: str = "auto",
-                    slurm_port_base: int | None = None) -> tf.distribute.Strategy:
+                    slurm_port_base: int | None = None,
+                    evaluator: bool = False) -> tf.distribute.Strategy:
     """Returns the strategy called `name` (see the module docstring).
 
     Device set-up (`cpu_devices`, `gpus`, `gpu_memory_growth`, see `split_cpu` and
@@ -142,6 +143,8 @@ def create_strategy(name: str = "auto", *, cpu_devices: int = 1, gpus: list[int]
             CPUs), "nccl" (GPUs only) or "auto" (TensorFlow chooses).
         slurm_port_base: the first port of each node's tasks, for a cluster from SLURM (None:
             derived from the job id, see trainer/slurm.py).
+        evaluator: this process only evaluates checkpoints, as a TF_CONFIG "evaluator" task
+            does: it joins no cluster, and `auto` or `multi_worker` choose this host's devices.
 
     Raises:
         ValueError: if `name` is not one of STRATEGIES, a device argument is out of range, or
@@ -153,9 +156,9 @@ def create_strategy(name: str = "auto", *, cpu_devices: int = 1, gpus: list[int]
         raise ValueError(f"communication ({communication!r}) must be one of "
                          f"{list(COMMUNICATIONS)}")
     cluster = tf_config_cluster()
-    if is_evaluator_task() and name in ("auto", "multi_worker"):
-        logging.info("the evaluator task joins none of the workers' collectives: it runs on "
-                     "this host's devices alone")
+    if (evaluator or is_evaluator_task()) and name in ("auto", "multi_worker"):
+        logging.info("the evaluator joins none of the workers' collectives: it runs on this "
+                     "host's devices alone")
         name, communication = "auto", "auto"
     elif name == "auto" and (_training_tasks(cluster) > 1
                              or (cluster is None and slurm.multi_task_step())):

@@ -81,7 +81,8 @@ def _create_strategy() -> tf.distribute.Strategy:
         gpus=_gpu_indices(run_flags.distribution.GPUS.value),
         gpu_memory_growth=run_flags.distribution.GPU_MEMORY_GROWTH.value,
         communication=run_flags.distribution.COMMUNICATION.value,
-        slurm_port_base=run_flags.distribution.SLURM_PORT_BASE.value)
+        slurm_port_base=run_flags.distribution.SLURM_PORT_BASE.value,
+        evaluator=run_flags.distribution.EVALUATE_CHECKPOINTS.value)
 
 
 def _requeue_if_asked(strategy, interruption):

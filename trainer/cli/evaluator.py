@@ -73,8 +73,8 @@ def run(fitter: trainer_lib.Trainer, module, datamodule, *, model_dir: str,
     logging.info("evaluator: following %s until the checkpoint of step %d (%d checkpoint(s) "
                  "evaluated before)", checkpoints, final_step, len(record.evaluations))
     evaluated = 0
-    for _ in tf.train.checkpoints_iterator(checkpoints, timeout=timeout_s,
-                                           timeout_fn=lambda: True):
+    # Without a timeout_fn the iteration ends at the first wait longer than timeout_s.
+    for _ in tf.train.checkpoints_iterator(checkpoints, timeout=timeout_s):
         for step, path in _unevaluated(checkpoints, after=record.last_step):
             logs = _validate(fitter, module, datamodule, path)
             if logs is None:
