@@ -38,11 +38,11 @@ SLURM_PORT_BASE = flags.DEFINE_integer(
     lower_bound=1024, upper_bound=65535)
 SLURM_REQUEUE = flags.DEFINE_boolean(
     "slurm_requeue", False,
-    "Inside a SLURM job, a SIGTERM (preemption, scancel) also requeues the job: every worker "
-    "stops at the same step, the state is saved, the chief runs 'scontrol requeue "
+    "Inside a SLURM job, a SIGTERM (preemption, the time limit, scancel) also requeues the job: "
+    "every worker stops at the same step, the state is saved, the chief runs 'scontrol requeue "
     "$SLURM_JOB_ID', and the requeued job resumes from that checkpoint. A SIGUSR1 (sent before "
-    "the time limit by '#SBATCH --signal=USR1@90') always does this in a SLURM job. Outside a "
-    "SLURM job it is an error.")
+    "the time limit by '#SBATCH --signal=USR1@90') always does this in a SLURM job; a SIGINT "
+    "(scancel --signal=INT) never does. Outside a SLURM job it is an error.")
 EVALUATE_CHECKPOINTS = flags.DEFINE_boolean(
     "evaluate_checkpoints", False,
     "Instead of training, be the run's evaluator: validate each checkpoint of "

@@ -86,12 +86,13 @@ def _create_strategy() -> tf.distribute.Strategy:
 
 
 def _requeue_if_asked(strategy, interruption):
-    """Inside a SLURM job, after a SIGUSR1 on any worker (or any signal, with --slurm_requeue),
+    """Inside a SLURM job, after a SIGUSR1 on any worker (or a SIGTERM, with --slurm_requeue),
     the chief requeues the job; every worker votes, as every worker was interrupted."""
     if not slurm.in_job():
         return
-    asked = (interruption.signal_number == signal.SIGUSR1
-             or run_flags.distribution.SLURM_REQUEUE.value)
+    stopped_by = interruption.signal_number
+    asked = stopped_by == signal.SIGUSR1 or (run_flags.distribution.SLURM_REQUEUE.value
+                                             and stopped_by == signal.SIGTERM)
     if distribute.any_worker(strategy, asked) and distribute.is_chief(strategy):
         slurm.requeue()
 
