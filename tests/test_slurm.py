@@ -34,28 +34,29 @@ echo "$@" >> "$SCONTROL_CALLS"
 """
 
 
-def _step_env(task, bin_dir, restarts=0):
-    """What srun gives task `task` of a 2-task step on one node, plus the stub scontrol."""
-    return {"SLURM_JOB_ID": JOB_ID, "SLURM_NTASKS": "2", "SLURM_STEP_ID": "0",
-            "SLURM_PROCID": str(task), "SLURM_LOCALID": str(task), "SLURM_STEP_NUM_TASKS": "2",
-            "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_STEP_TASKS_PER_NODE": "2",
+def _step_env(task, bin_dir, restarts=0, tasks=2):
+    """What srun gives task `task` of a step of `tasks` on one node, plus the stub scontrol."""
+    return {"SLURM_JOB_ID": JOB_ID, "SLURM_NTASKS": str(tasks), "SLURM_STEP_ID": "0",
+            "SLURM_PROCID": str(task), "SLURM_LOCALID": str(task),
+            "SLURM_STEP_NUM_TASKS": str(tasks), "SLURM_STEP_NODELIST": "127.0.0.1",
+            "SLURM_STEP_TASKS_PER_NODE": str(tasks),
             "SLURMD_NODENAME": "127.0.0.1", "SLURM_RESTART_COUNT": str(restarts),
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
             "SCONTROL_CALLS": os.path.join(bin_dir, "calls.txt")}
 
 
-def _start_step(tmp_path, flags, *, log_dir, restarts=0):
-    """Starts both tasks of the faked step with `flags`; returns their processes and ports."""
+def _start_step(tmp_path, flags, *, log_dir, restarts=0, tasks=2):
+    """Starts every task of the faked step with `flags`; returns their processes and ports."""
     bin_dir = tmp_path / "bin"
     if not bin_dir.exists():
         bin_dir.mkdir()
         (bin_dir / "scontrol").write_text(SCONTROL)
         (bin_dir / "scontrol").chmod(0o755)
-    ports = local_cluster.free_ports(2)
+    ports = local_cluster.free_ports(tasks)
     args = [os.path.join(TESTS, "mocked_main.py"), str(NUM_EXAMPLES), *flags,
             f"--slurm_port_base={ports[0]}"]
-    processes = local_cluster.start([args, args], [_step_env(task, bin_dir, restarts)
-                                                   for task in (0, 1)], str(log_dir))
+    processes = local_cluster.start([args] * tasks, [_step_env(task, bin_dir, restarts, tasks)
+                                                     for task in range(tasks)], str(log_dir))
     return processes, ports
 
 
@@ -184,3 +185,15 @@ def test_sigusr1_requeues_the_job_once_and_the_requeued_job_resumes_exactly(unin
     assert clean.keys() == resumed.keys()
     for name, value in clean.items():
         np.testing.assert_array_equal(value, resumed[name], err_msg=name)
+
+
+def test_a_one_task_job_trains_alone_and_slurm_requeue_requeues_it_after_sigterm(tmp_path):
+    model_dir = tmp_path / "run"
+    processes, _ = _start_step(tmp_path, [*TRAIN_FLAGS, "--slurm_requeue",
+                                          f"--model_dir={model_dir}"], log_dir=tmp_path, tasks=1)
+    local_cluster.wait_for_a_checkpoint(str(model_dir), processes)
+    processes[0].send_signal(signal.SIGTERM)
+    ((code, log),) = local_cluster.wait(processes, str(tmp_path))
+    assert code == 128 + signal.SIGTERM, log[-3000:]
+    assert "MultiWorkerMirroredStrategy" not in log  # One task: today's single-process strategy.
+    assert _scontrol_calls(tmp_path) == [f"requeue {JOB_ID}"]

@@ -195,17 +195,15 @@ def _multi_worker_strategy(cluster, cpu_devices, gpus, gpu_memory_growth, commun
         raise ValueError(f"cpu_devices ({cpu_devices}) must be 1 with --strategy=multi_worker: "
                          "MultiWorkerMirroredStrategy runs one replica per GPU, or one on the CPU, "
                          "of each worker")
+    if from_slurm:  # First: it may choose this task's GPUs, before TensorFlow sees them.
+        slurm_cluster, task_id = slurm.resolve_step(slurm_port_base)
+    configure_gpus(gpus, memory_growth=gpu_memory_growth)
     resolver = None  # TensorFlow's default: TFConfigClusterResolver.
     if from_slurm:
-        # First: it may choose this task's GPUs, which must happen before TensorFlow sees them.
-        slurm_cluster, task_id = slurm.resolve_step(slurm_port_base)
-        configure_gpus(gpus, memory_growth=gpu_memory_growth)
         # Given any resolver but TF_CONFIG's, the strategy takes its GPU count from the resolver.
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             slurm_cluster, task_type="worker", task_id=task_id,
             num_accelerators={"GPU": len(tf.config.get_visible_devices("GPU"))}, rpc_layer="grpc")
-    else:
-        configure_gpus(gpus, memory_growth=gpu_memory_growth)
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=COMMUNICATIONS[communication])
     return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,

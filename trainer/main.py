@@ -176,6 +176,8 @@ def _evaluate_checkpoints(strategy: tf.distribute.Strategy) -> dict:
     """The evaluator task (trainer/cli/evaluator.py): the training run's module and data, built
     from the same flags, validated at each checkpoint as it appears."""
     loop_config, step_config = _loop_config(), _step_config()
+    if not run_flags.dataset.VAL_SPLIT.value:
+        raise ValueError("val_split ('') must name a split: the evaluator validates on it")
     _set_up_tensorflow(step_config)
     datamodule = _datamodule()
     with strategy.scope():

@@ -68,7 +68,6 @@ def run(fitter: trainer_lib.Trainer, module, datamodule, *, model_dir: str,
     with fitter.strategy.scope():
         if not module.built:  # Restoring needs the variables: built as the Trainer builds them.
             module(tf.zeros([1, *datamodule.input_shape]), training=False)
-    writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", DIRECTORY))
     final_step = _final_step(fitter, datamodule)
     logging.info("evaluator: following %s until the checkpoint of step %d (%d checkpoint(s) "
                  "evaluated before)", checkpoints, final_step, len(record.evaluations))
@@ -80,10 +79,6 @@ def run(fitter: trainer_lib.Trainer, module, datamodule, *, model_dir: str,
             if logs is None:
                 continue
             improved = record.add(step, path, logs, module, final_step)
-            with writer.as_default():
-                for name, value in logs.items():
-                    summaries.scalar(f"epoch/{name.removeprefix('val_')}", value, step)
-            writer.flush()
             evaluated += 1
             logging.info("evaluator | step %d of %d | %s%s", step, final_step,
                          reporting.format_logs(logs), " | the best so far" if improved else "")
@@ -134,11 +129,13 @@ def _validate(fitter, module, datamodule, path) -> dict | None:
 
 
 class _Record:
-    """evaluator.json and the files that follow from it: metrics.csv and the best weights."""
+    """evaluator.json, and what follows from it: metrics.csv, the best weights, TensorBoard."""
 
     def __init__(self, model_dir, monitor, *, higher_is_better):
         self.path = os.path.join(model_dir, RECORD)
         self.directory = os.path.join(model_dir, DIRECTORY)
+        self.tensorboard = os.path.join(model_dir, "tensorboard", DIRECTORY)
+        self._writer = None  # Created at the first write: nothing is written before a checkpoint.
         self.monitor = monitor
         self.higher_is_better = higher_is_better
         self.evaluations: list[dict] = []
@@ -169,6 +166,11 @@ class _Record:
                     tf.io.gfile.remove(file_name)
             self.best = {"step": step, "checkpoint": checkpoint, "weights": weights, **logs}
         self._write(final_step)
+        self._writer = self._writer or tf.summary.create_file_writer(self.tensorboard)
+        with self._writer.as_default():  # A run beside train and val on the same charts.
+            for name, value in logs.items():
+                summaries.scalar(f"epoch/{name.removeprefix('val_')}", value, step)
+        self._writer.flush()
         return improved
 
     def _write(self, final_step):
