@@ -6,7 +6,9 @@
     flags.training       --epochs, --seed, --model_dir, --steps_per_loop, --precision,
                          --jit_compile, --run_eagerly, --detect_anomaly, --profile_steps,
                          checkpoints
-    flags.distribution   --strategy, --communication, --cpu_devices, --gpus, --gpu_memory_growth
+    flags.distribution   --strategy, --communication, --cpu_devices, --gpus, --gpu_memory_growth,
+                         --slurm_port_base, --slurm_requeue, --evaluate_checkpoints,
+                         --evaluator_timeout_s
     flags.diagnostics    --explain, --selftest, --selftest_perturb_replica
     flags.run_control    --max_steps, --max_time, --limit_*_batches, --val_check_interval,
                          --fast_dev_run, --overfit_batches, early stopping

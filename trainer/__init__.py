@@ -8,15 +8,16 @@ The loop, where `ls trainer/` shows it:
 - `config.py`: `LoopConfig` and `StepConfig`, the Trainer's settings.
 - `schedule.py`: when things happen, in optimizer steps; `datasets.py`: the data per strategy.
 - `optimization.py`: clipping, accumulation and fp16 loss scaling on all-reduced gradients.
-- `distribute.py`: strategy selection and replica checks; `precision.py`: mixed precision.
+- `distribute.py`: strategy selection and replica checks; `slurm.py`: a cluster from a SLURM job
+  step, and requeueing; `precision.py`: mixed precision.
 - `gpu_check.py`: a warning when the machine's NVIDIA GPUs are invisible to TensorFlow.
 - `checkpointing.py`: full-state checkpoints, exact resume, the best epochs.
 - `stopping.py`: stopping on signals, on divergence and on NaN/Inf.
 - `reporting.py`: the lines a run prints.
 
 Around it: `callbacks/` (callbacks, progress bar, loggers), `vision/` (the image classification
-task: `ImageClassifier`, its pictures and its export) and `cli/` (`--explain`, `--selftest`);
-`main.py` is the command line (`python -m trainer.main`).
+task: `ImageClassifier`, its pictures and its export) and `cli/` (`--explain`, `--selftest`, the
+evaluator task); `main.py` is the command line (`python -m trainer.main`).
 """
 
 # `python -m trainer.main` imports this package before trainer/main.py, and TensorFlow prints its

@@ -4,12 +4,16 @@
     one_device   everything placed on one device (the first GPU, else the CPU)
     mirrored     MirroredStrategy: one replica per GPU of this host (or per logical CPU device)
     multi_worker MultiWorkerMirroredStrategy: one process per host ("worker"), each with one
-                 replica per GPU (or one on its CPU); the cluster is read from TF_CONFIG
-    auto         multi_worker when TF_CONFIG names a cluster of several tasks, else mirrored when
+                 replica per GPU (or one on its CPU); the cluster is read from TF_CONFIG, or
+                 without it from a SLURM job step of several tasks (trainer/slurm.py)
+    auto         multi_worker when TF_CONFIG names several training tasks (chief and workers) or,
+                 without TF_CONFIG, inside a SLURM job step of several tasks; else mirrored when
                  there are several GPUs or --cpu_devices > 1, else default
 
 Every worker runs the same program on its own shard of the data; gradients are all-reduced over
-all replicas of all workers, so the workers hold identical copies of the model.
+all replicas of all workers, so the workers hold identical copies of the model. A TF_CONFIG task
+of type "evaluator" is not a worker: it follows the workers' checkpoints alone
+(trainer/cli/evaluator.py), under the strategy `auto` would choose without a cluster.
 """
 
 from collections.abc import Callable
@@ -22,6 +26,7 @@ import tensorflow as tf
 
 import layers
 from trainer import gpu_check
+from trainer import slurm
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 COMMUNICATIONS = {
@@ -33,6 +38,8 @@ _TF_CONFIG_RULE = (
     'TF_CONFIG must be JSON naming every task of the cluster and this process\'s task, e.g. '
     '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
     '"index": 0}}, set before the program starts (see docs/multi_worker.md)')
+# The TF_CONFIG task types that train; an "evaluator" only reads the checkpoints.
+_TRAINING_TASKS = ("chief", "worker")
 
 
 def split_cpu(num_devices: int) -> None:
@@ -103,14 +110,30 @@ def tf_config_cluster() -> dict | None:
     return config
 
 
-def _cluster_size(config: dict | None) -> int:
-    """How many tasks (processes) the TF_CONFIG cluster has; 0 without TF_CONFIG."""
-    return sum(len(addresses) for addresses in config["cluster"].values()) if config else 0
+def _training_tasks(config: dict | None) -> int:
+    """How many training tasks (processes) the TF_CONFIG cluster has; 0 without TF_CONFIG."""
+    if not config:
+        return 0
+    return sum(len(config["cluster"].get(job, ())) for job in _TRAINING_TASKS)
+
+
+def is_evaluator_task() -> bool:
+    """Whether TF_CONFIG makes this process the cluster's evaluator (trainer/cli/evaluator.py)."""
+    config = tf_config_cluster()
+    return bool(config) and config["task"]["type"] == "evaluator"
+
+
+def cluster_source() -> str | None:
+    """Where `multi_worker` reads the cluster from: "TF_CONFIG", the SLURM job step, or None."""
+    if tf_config_cluster():
+        return "TF_CONFIG"
+    return slurm.describe_step() if slurm.multi_task_step() else None
 
 
 def create_strategy(name: str = "auto", *, cpu_devices: int = 1, gpus: list[int] | None = None,
-                    gpu_memory_growth: bool = True,
-                    communication: str = "auto") -> tf.distribute.Strategy:
+                    gpu_memory_growth: bool = True, communication: str = "auto",
+                    slurm_port_base: int | None = None,
+                    evaluator: bool = False) -> tf.distribute.Strategy:
     """Returns the strategy called `name` (see the module docstring).
 
     Device set-up (`cpu_devices`, `gpus`, `gpu_memory_growth`, see `split_cpu` and
@@ -122,10 +145,14 @@ def create_strategy(name: str = "auto", *, cpu_devices: int = 1, gpus: list[int]
     Args:
         communication: how `multi_worker` all-reduces between workers: "ring" (gRPC, works on
             CPUs), "nccl" (GPUs only) or "auto" (TensorFlow chooses).
+        slurm_port_base: the first port of each node's tasks, for a cluster from SLURM (None:
+            derived from the job id, see trainer/slurm.py).
+        evaluator: this process only evaluates checkpoints, as a TF_CONFIG "evaluator" task
+            does: it joins no cluster, and `auto` or `multi_worker` choose this host's devices.
 
     Raises:
         ValueError: if `name` is not one of STRATEGIES, a device argument is out of range, or
-            `multi_worker` is asked for without a usable TF_CONFIG.
+            `multi_worker` is asked for without a usable TF_CONFIG or SLURM job step.
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy ({name!r}) must be one of {list(STRATEGIES)}")
@@ -134,10 +161,16 @@ def create_strategy(name: str = "auto", *, cpu_devices: int = 1, gpus: list[int]
                          f"{list(COMMUNICATIONS)}")
     gpu_check.warn_if_gpus_unseen()  # Before a strategy settles for the CPU: say why.
     cluster = tf_config_cluster()
-    if name == "auto" and _cluster_size(cluster) > 1:
+    if (evaluator or is_evaluator_task()) and name in ("auto", "multi_worker"):
+        logging.info("the evaluator joins none of the workers' collectives: it runs on this "
+                     "host's devices alone")
+        name, communication = "auto", "auto"
+    elif name == "auto" and (_training_tasks(cluster) > 1
+                             or (cluster is None and slurm.multi_task_step())):
         name = "multi_worker"
     if name == "multi_worker":
-        return _multi_worker_strategy(cluster, cpu_devices, gpus, gpu_memory_growth, communication)
+        return _multi_worker_strategy(cluster, cpu_devices, gpus, gpu_memory_growth, communication,
+                                      slurm_port_base)
     if communication != "auto":
         raise ValueError(f"communication ({communication!r}) only applies to "
                          f"--strategy=multi_worker, not to {name!r}")
@@ -154,20 +187,32 @@ def create_strategy(name: str = "auto", *, cpu_devices: int = 1, gpus: list[int]
     return tf.distribute.MirroredStrategy(gpus or cpus)
 
 
-def _multi_worker_strategy(cluster, cpu_devices, gpus, gpu_memory_growth, communication):
-    """MultiWorkerMirroredStrategy over the TF_CONFIG cluster: one replica per local GPU, or one
-    on the CPU (it does not use logical CPU devices, hence the cpu_devices rule)."""
-    if cluster is None:
+def _multi_worker_strategy(cluster, cpu_devices, gpus, gpu_memory_growth, communication,
+                           slurm_port_base):
+    """MultiWorkerMirroredStrategy over the TF_CONFIG or SLURM cluster: one replica per local GPU,
+    or one on the CPU (it does not use logical CPU devices, hence the cpu_devices rule)."""
+    from_slurm = cluster is None and slurm.multi_task_step()
+    if cluster is None and not from_slurm:
         raise ValueError(f"strategy ('multi_worker') needs the TF_CONFIG environment variable, "
-                         f"which is not set. {_TF_CONFIG_RULE}")
+                         f"which is not set, or a SLURM job step of several tasks. "
+                         f"{_TF_CONFIG_RULE}")
     if cpu_devices != 1:
         raise ValueError(f"cpu_devices ({cpu_devices}) must be 1 with --strategy=multi_worker: "
                          "MultiWorkerMirroredStrategy runs one replica per GPU, or one on the CPU, "
                          "of each worker")
+    if from_slurm:  # First: it may choose this task's GPUs, before TensorFlow sees them.
+        slurm_cluster, task_id = slurm.resolve_step(slurm_port_base)
     configure_gpus(gpus, memory_growth=gpu_memory_growth)
+    resolver = None  # TensorFlow's default: TFConfigClusterResolver.
+    if from_slurm:
+        # Given any resolver but TF_CONFIG's, the strategy takes its GPU count from the resolver.
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            slurm_cluster, task_type="worker", task_id=task_id,
+            num_accelerators={"GPU": len(tf.config.get_visible_devices("GPU"))}, rpc_layer="grpc")
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=COMMUNICATIONS[communication])
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
+                                                     communication_options=options)
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
@@ -186,6 +231,20 @@ def worker_index(strategy: tf.distribute.Strategy) -> int:
         return 0
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_id + (1 if has_chief and resolver.task_type == "worker" else 0)
+
+
+def cluster_tasks(strategy: tf.distribute.Strategy) -> list[str]:
+    """The tasks of the strategy's cluster, as "worker 1 at host:port", this process's marked;
+    none outside multi-worker training."""
+    resolver = strategy.cluster_resolver
+    if resolver is None:
+        return []
+    tasks = []
+    for job, addresses in sorted(resolver.cluster_spec().as_dict().items()):
+        for index, address in enumerate(addresses):
+            this = (job, index) == (resolver.task_type, resolver.task_id)
+            tasks.append(f"{job} {index} at {address}" + (" (this process)" if this else ""))
+    return tasks
 
 
 def strategy_name(strategy: tf.distribute.Strategy) -> str:

@@ -4,8 +4,9 @@ The only place that reads flag values: it turns them into the DataModule, the Mo
 Trainer's two configs and its callbacks, runs fit then test, and writes `<model_dir>/flags.txt`
 (every flag, to repeat the run with `--flagfile`), `<model_dir>/results.json` (metrics) and
 `<model_dir>/timings.json` (wall times, images/s).
-`--explain` prints the plan instead (trainer/cli/explain.py), and `--selftest` checks the strategy
-(trainer/cli/selftest.py).
+`--explain` prints the plan instead (trainer/cli/explain.py), `--selftest` checks the strategy
+(trainer/cli/selftest.py), and `--evaluate_checkpoints` (or a TF_CONFIG task of type "evaluator")
+validates the run's checkpoints as they appear (trainer/cli/evaluator.py).
 
 Under multi-worker training every worker runs this same program; only the chief writes files, but
 every worker takes part in every collective (metric reads, checkpoint saves, the export), in the
@@ -15,6 +16,7 @@ same order.
 import json
 import math
 import os
+import signal
 import sys
 
 from absl import app
@@ -35,6 +37,8 @@ from trainer import optimization
 from trainer import precision
 from trainer import reporting
 from trainer import schedule
+from trainer import slurm
+from trainer.cli import evaluator
 from trainer.cli import explain
 from trainer.cli import quiet
 from trainer.cli import selftest
@@ -53,10 +57,14 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
     quiet.hide_library_info_lines(logging.get_verbosity())
+    if slurm.in_job():
+        slurm.tolerate_late_requeue_signal()
     # Each ending is printed once, as a plain line on stderr, without a traceback.
     try:
-        results = _explain_selftest_or_train(_create_strategy())
+        strategy = _create_strategy()
+        results = _explain_selftest_or_train(strategy)
     except trainer.TrainingInterrupted as interruption:
+        _requeue_if_asked(strategy, interruption)
         print(f"stopped: {interruption}", file=sys.stderr)
         sys.exit(128 + interruption.signal_number)  # The shell's convention for "killed by".
     except tf.errors.UnavailableError as error:  # Under multi-worker: another worker died.
@@ -77,12 +85,26 @@ def _create_strategy() -> tf.distribute.Strategy:
         cpu_devices=run_flags.distribution.CPU_DEVICES.value,
         gpus=_gpu_indices(run_flags.distribution.GPUS.value),
         gpu_memory_growth=run_flags.distribution.GPU_MEMORY_GROWTH.value,
-        communication=run_flags.distribution.COMMUNICATION.value)
+        communication=run_flags.distribution.COMMUNICATION.value,
+        slurm_port_base=run_flags.distribution.SLURM_PORT_BASE.value,
+        evaluator=run_flags.distribution.EVALUATE_CHECKPOINTS.value)
+
+
+def _requeue_if_asked(strategy, interruption):
+    """Inside a SLURM job, after a SIGUSR1 on any worker (or a SIGTERM, with --slurm_requeue),
+    the chief requeues the job; every worker votes, as every worker was interrupted."""
+    if not slurm.in_job():
+        return
+    stopped_by = interruption.signal_number
+    asked = stopped_by == signal.SIGUSR1 or (run_flags.distribution.SLURM_REQUEUE.value
+                                             and stopped_by == signal.SIGTERM)
+    if distribute.any_worker(strategy, asked) and distribute.is_chief(strategy):
+        slurm.requeue()
 
 
 def _explain_selftest_or_train(strategy: tf.distribute.Strategy) -> dict | None:
-    """Prints the plan (--explain), checks the strategy (--selftest), or trains: returns the
-    training results, None for the others."""
+    """Prints the plan (--explain), checks the strategy (--selftest), evaluates checkpoints (the
+    evaluator task) or trains: returns the training or evaluation results, None for the others."""
     perturb_replica = run_flags.diagnostics.SELFTEST_PERTURB_REPLICA.value
     if run_flags.diagnostics.EXPLAIN.value:
         print(explain.explain(_plan(strategy)))
@@ -90,6 +112,8 @@ def _explain_selftest_or_train(strategy: tf.distribute.Strategy) -> dict | None:
     if run_flags.diagnostics.SELFTEST.value:
         _selftest(strategy, perturb_replica)
         return None
+    if run_flags.distribution.EVALUATE_CHECKPOINTS.value or distribute.is_evaluator_task():
+        return _evaluate_checkpoints(strategy)
     if perturb_replica is not None:
         raise ValueError(f"selftest_perturb_replica ({perturb_replica}) only applies with "
                          "--selftest")
@@ -99,11 +123,10 @@ def _explain_selftest_or_train(strategy: tf.distribute.Strategy) -> dict | None:
 def _train(strategy: tf.distribute.Strategy) -> dict:
     """Trains, tests, exports the best model and writes the run's files; returns the results."""
     loop_config, step_config = _loop_config(), _step_config()  # Checked before any work.
-    # Seeded before any layer exists: Keras initializers draw their seeds when they are created.
-    tf.keras.utils.set_random_seed(run_flags.training.SEED.value)
-    if run_flags.training.DETERMINISTIC.value:
-        tf.config.experimental.enable_op_determinism()
-    precision.set_precision(step_config.precision)  # Before the layers, which read it.
+    if run_flags.distribution.SLURM_REQUEUE.value and not slurm.in_job():
+        raise ValueError("slurm_requeue (True) applies inside a SLURM job only, and SLURM_JOB_ID "
+                         "is not set")
+    _set_up_tensorflow(step_config)
     model_dir = _model_dir()
     is_chief = distribute.is_chief(strategy)
     writes_files = not loop_config.fast_dev_run
@@ -162,6 +185,33 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
         faults.reached("results")
         _write_outputs(model_dir, results, fitter.history)
     return results
+
+
+def _set_up_tensorflow(step_config: trainer.StepConfig) -> None:
+    """Seeds, determinism and precision: before any layer exists, as Keras initializers draw their
+    seeds when they are created and layers read the precision policy."""
+    tf.keras.utils.set_random_seed(run_flags.training.SEED.value)
+    if run_flags.training.DETERMINISTIC.value:
+        tf.config.experimental.enable_op_determinism()
+    precision.set_precision(step_config.precision)
+
+
+def _evaluate_checkpoints(strategy: tf.distribute.Strategy) -> dict:
+    """The evaluator task (trainer/cli/evaluator.py): the training run's module and data, built
+    from the same flags, validated at each checkpoint as it appears."""
+    loop_config, step_config = _loop_config(), _step_config()
+    if not run_flags.dataset.VAL_SPLIT.value:
+        raise ValueError("val_split ('') must name a split: the evaluator validates on it")
+    _set_up_tensorflow(step_config)
+    datamodule = _datamodule()
+    with strategy.scope():
+        module = _module(datamodule)
+    fitter = trainer.Trainer(strategy=strategy, loop_config=loop_config, step_config=step_config,
+                             enable_progress_bar=False, enable_model_summary=False)
+    return evaluator.run(fitter, module, datamodule, model_dir=_model_dir(),
+                         monitor=run_flags.training.MONITOR.value,
+                         monitor_mode=run_flags.training.MONITOR_MODE.value,
+                         timeout_s=run_flags.distribution.EVALUATOR_TIMEOUT_S.value)
 
 
 def _loop_config() -> trainer.LoopConfig:
@@ -309,7 +359,10 @@ def _prepare_model_dir_on_chief(strategy, model_dir):
 def _prepare_model_dir(model_dir):
     """Sets an old run aside (--fresh_start), checks the settings against the run there, and
     writes this run's flags.txt."""
-    if run_flags.training.FRESH_START.value:
+    if run_flags.training.FRESH_START.value and slurm.restart_count():
+        logging.warning("--fresh_start ignored: SLURM restarted this job (SLURM_RESTART_COUNT=%d), "
+                        "so it resumes the run in %s", slurm.restart_count(), model_dir)
+    elif run_flags.training.FRESH_START.value:
         old_run = checkpointing.set_aside(model_dir)
         if old_run:
             logging.info("--fresh_start: the previous run in %s is now %s", model_dir, old_run)
@@ -377,7 +430,9 @@ def _plan(strategy) -> explain.Plan:
         communication=run_flags.distribution.COMMUNICATION.value,
         checkpoint_every_steps=run_flags.training.CHECKPOINT_EVERY_STEPS.value,
         keep_checkpoints=run_flags.training.KEEP_CHECKPOINTS.value,
-        checkpoint_dir=os.path.join(_model_dir(), "checkpoints"))
+        checkpoint_dir=os.path.join(_model_dir(), "checkpoints"),
+        cluster_source=distribute.cluster_source(),
+        cluster_tasks=tuple(distribute.cluster_tasks(strategy)))
 
 
 def _best_models(model_dir: str, is_chief: bool):

@@ -1,4 +1,5 @@
-"""How a run stops early: signals (SIGTERM/SIGINT), divergence and anomalies (NaN/Inf)."""
+"""How a run stops early: signals (SIGTERM/SIGINT/SIGUSR1), divergence and anomalies (NaN/Inf),
+with clear messages. What follows a SIGUSR1 inside a SLURM job, a requeue, is trainer/slurm.py's."""
 
 import contextlib
 import math
@@ -10,7 +11,7 @@ import tensorflow as tf
 
 
 class TrainingInterrupted(Exception):
-    """Raised by `fit` after a SIGTERM or SIGINT, once the state is saved in a checkpoint."""
+    """Raised by `fit` after a SIGTERM, SIGINT or SIGUSR1, once the state is saved."""
 
     def __init__(self, message: str, signal_number: int):
         super().__init__(message)
@@ -79,9 +80,11 @@ def stop_if_diverged(loss: float, variables, *, first_step: int, step: int,
 
 @contextlib.contextmanager
 def on_signals(trainer):
-    """SIGTERM or a first SIGINT set `trainer._stop_signal`: the host loop saves a checkpoint and
-    stops after the current call. A second SIGINT interrupts at once. Only the main thread can
-    install signal handlers; elsewhere this does nothing."""
+    """SIGTERM, SIGUSR1 or a first SIGINT set `trainer._stop_signal`: the host loop saves a
+    checkpoint and stops after the current call. A second SIGINT interrupts at once. SIGUSR1 is
+    what SLURM sends before a job's time limit (`#SBATCH --signal=USR1@90`); its default action
+    would kill the process unsaved. Only the main thread can install signal handlers; elsewhere
+    this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -93,7 +96,8 @@ def on_signals(trainer):
         logging.warning("%s received: saving a checkpoint after the current steps "
                         "(Ctrl-C again to stop at once)", signal.Signals(signal_number).name)
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, request_stop)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
     try:
         yield
     finally:

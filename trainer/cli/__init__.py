@@ -3,4 +3,6 @@
 - `explain.py`: `--explain`, the resolved plan of a run, in words.
 - `selftest.py`: `--selftest`, proof that this strategy's replicas train like one device.
 - `quiet.py`: the console shows the run's own lines, not TensorFlow's internals.
+- `evaluator.py`: the evaluator task (`--evaluate_checkpoints`), which validates a run's
+  checkpoints as they appear.
 """

@@ -37,6 +37,8 @@ class Plan:
     checkpoint_every_steps: int
     keep_checkpoints: int
     checkpoint_dir: str
+    cluster_source: str | None = None    # where the cluster came from: TF_CONFIG or a SLURM step
+    cluster_tasks: tuple[str, ...] = ()  # "worker 0 at host:port", this process's marked
 
 
 def explain(plan: Plan) -> str:
@@ -63,6 +65,17 @@ def _strategy(plan: Plan) -> str:
             f"{plan.replicas // plan.workers} replica(s) each = {plan.replicas} replica(s). "
             f"Each replica holds a full copy of the model. This process is worker "
             f"{plan.worker_index} ({role}).")
+
+
+def _cluster(plan: Plan) -> str:
+    if not plan.cluster_tasks:
+        return ""
+    text = (f"{len(plan.cluster_tasks)} task(s) from {plan.cluster_source}: "
+            f"{', '.join(plan.cluster_tasks)}")
+    if any(task.startswith("evaluator") for task in plan.cluster_tasks):
+        text += ("; the evaluator is not a worker: it validates the checkpoints on its own "
+                 "(docs/multi_worker.md)")
+    return text
 
 
 def _devices(plan: Plan) -> str:
@@ -157,6 +170,7 @@ def _checkpoints(plan: Plan) -> str:
 # (label, function of the Plan returning a sentence, or "" to leave the topic out), in print order.
 TOPICS = (
     ("strategy", _strategy),
+    ("cluster", _cluster),
     ("devices", _devices),
     ("batch", _batch),
     ("epochs", _epochs),
