@@ -8,8 +8,10 @@ MODEL = flags.DEFINE_enum(
     "model", "functional", sorted(cnn.CNNS),
     "Network architecture: 'sequential' (3 convs, no BatchNorm, 225k parameters on CIFAR-10) or "
     "'functional' (3 Conv-BatchNorm-ReLU blocks, 1.5M parameters).")
-LEARNING_RATE = flags.DEFINE_float(
-    "learning_rate", 3e-4, "Adam learning rate (per optimizer step; > 0).", lower_bound=0.0)
+LEARNING_RATE = flags.DEFINE_string(
+    "learning_rate", "3e-4",
+    "Adam learning rate (per optimizer step): a number > 0, or 'auto' to train on the rate that "
+    "--lr_find suggests (needs --lr_find).")
 SYNC_BATCHNORM = flags.DEFINE_boolean(
     "sync_batchnorm", False,
     "BatchNorm computes batch statistics over the global batch across replicas, so N replicas "

@@ -1,4 +1,5 @@
-"""Flags that shape the optimizer step: clipping, accumulation and the learning-rate schedule."""
+"""Flags that shape the optimizer step: clipping, accumulation, the learning-rate schedule and the
+learning-rate finder."""
 
 from absl import flags
 
@@ -26,3 +27,19 @@ WARMUP_STEPS = flags.DEFINE_integer(
     "warmup_steps", 0,
     "Optimizer steps (>= 0) over which the learning rate rises linearly from 0 to "
     "--learning_rate.", lower_bound=0)
+LR_FIND = flags.DEFINE_boolean(
+    "lr_find", False,
+    "Before training, run the learning-rate finder: --lr_find_steps optimizer steps whose learning "
+    "rate grows exponentially from --lr_find_min to --lr_find_max, stopping early when the "
+    "smoothed loss passes 4x its minimum. Logs the suggested rate (steepest descent of the "
+    "smoothed loss), writes <model_dir>/lr_find.csv and lr_find.png, then puts weights, optimizer "
+    "and data position back as they were. With --learning_rate=auto the run trains on the "
+    "suggestion. Skipped by --fast_dev_run.")
+LR_FIND_STEPS = flags.DEFINE_integer(
+    "lr_find_steps", 100, "Optimizer steps (>= 2) of the learning-rate finder's ramp.",
+    lower_bound=2)
+LR_FIND_MIN = flags.DEFINE_float(
+    "lr_find_min", 1e-7, "The learning-rate finder's first learning rate (> 0).", lower_bound=0.0)
+LR_FIND_MAX = flags.DEFINE_float(
+    "lr_find_max", 1.0,
+    "The learning-rate finder's last learning rate (> --lr_find_min).", lower_bound=0.0)
