@@ -5,12 +5,16 @@ In process, the input pipelines of a cluster are built directly from `tf.distrib
 reads. The 2-worker runs that train on them are in tests/test_multiworker_order.py.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import data
-from conftest import random_images
+import trainer
+from conftest import random_images, run_main_mocked
+from trainer.cli import explain
 
 
 def _context(num_pipelines=1, pipeline_id=0, replicas=1):
@@ -108,3 +112,33 @@ def test_an_unknown_data_order_is_named():
     with pytest.raises(ValueError, match=r"data_order \('random'\) must be one of "
                                          r"\['shard', 'global'\]"):
         data.ArrayImageData(train=random_images(8), data_order="random")
+
+
+def _plan(**changes):
+    plan = explain.Plan(
+        strategy="MultiWorkerMirroredStrategy", devices=("/job:worker/task:0/device:CPU:0",),
+        workers=2, worker_index=0, is_chief=True, replicas=2, global_batch=64, steps_per_epoch=781,
+        epochs=10, dropped_per_epoch=16, train_examples=50_000, train_split="train",
+        data_order="global", step=trainer.StepConfig(), compute_dtype="float32",
+        variable_dtype="float32", sync_batchnorm=False, communication="auto",
+        checkpoint_every_steps=1000, keep_checkpoints=3, checkpoint_dir="runs/x/checkpoints")
+    return dataclasses.replace(plan, **changes)
+
+
+def test_explain_says_which_order_a_cluster_uses_and_what_it_costs():
+    text = " ".join(explain.explain(_plan()).split())
+    assert ("--data_order=global: every worker reads the whole 'train' split (50000 examples)"
+            in text)
+    assert "1 device, N replicas and M workers train on identical global batches" in text
+    assert "each of the 2 workers reads, decodes and caches the full split" in text
+    text = " ".join(explain.explain(_plan(data_order="shard")).split())
+    assert "--data_order=shard: each worker reads its own 1/2 of the 'train' split" in text
+    assert "the global batches depend on the number of workers" in text
+
+
+def test_explain_reads_the_data_order_flag(tmp_path):
+    result = run_main_mocked(["--explain", "--data_order=global", "--batch_size=32",
+                              f"--model_dir={tmp_path / 'run'}"], num_examples=70)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--data_order=global: every worker reads the whole 'train' split" in " ".join(
+        result.stdout.split())
