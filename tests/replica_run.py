@@ -77,7 +77,7 @@ def main():
               "largest_update": largest_update,
               "mismatches": distribute.replica_mismatches(strategy, module.variables)}
     predictions = {"predictions": fitter.predict(module, datamodule),
-                   "labels": distribute.gathered_labels(strategy, datamodule.test_dataset)}
+                   "labels": distribute.gathered_labels(strategy, datamodule.predict_dataset)}
     np.savez(args.out, **{v.path: np.asarray(v.numpy()) for v in module.variables}, **predictions)
     with open(args.out.replace(".npz", ".json"), "w") as f:
         json.dump(report, f)
