@@ -130,7 +130,7 @@ class ImageClassificationData(datamodule.DataModule):
 
     def train_dataset(self, ctx, *, start_epoch=0, skip_batches=0, batches_per_epoch=None):
         return self._in_data_order(ctx, lambda context: self._training_batches(
-            context, start_epoch, skip_batches, batches_per_epoch))
+            context, start_epoch, skip_batches, batches_per_epoch), parallel_calls=2)
 
     def _training_batches(self, ctx, start_epoch, skip_batches, batches_per_epoch):
         """The endless uint8 training batches of `ctx`'s pipeline, one per replica per step."""
@@ -158,8 +158,9 @@ class ImageClassificationData(datamodule.DataModule):
         # A run resumed mid-epoch skips the batches its first epoch had already trained on.
         return batches.skip(skip_batches * replicas_per_pipeline)
 
-    def _in_data_order(self, ctx, make_batches, data_order=None):
-        """The float batches of `ctx`'s pipeline, from `make_batches(context)`'s uint8 batches.
+    def _in_data_order(self, ctx, make_batches, data_order=None, parallel_calls=None):
+        """The float batches of `ctx`'s pipeline, from `make_batches(context)`'s uint8 batches,
+        cast in `parallel_calls` parallel calls (None: one at a time).
 
         In "shard" order they are `make_batches(ctx)`: the pipeline's own shard. In "global" order
         `make_batches` builds the global batches of one device, and the pipeline keeps its
@@ -173,7 +174,8 @@ class ImageClassificationData(datamodule.DataModule):
                 batches = _replica_slices(batches, ctx, self.batch_size)
         if batches is None:
             return None
-        return _without_autotune(batches.map(_to_float, num_parallel_calls=2).prefetch(2))
+        return _without_autotune(
+            batches.map(_to_float, num_parallel_calls=parallel_calls).prefetch(2))
 
     def _shuffle_block(self, pair, epoch, block):
         """Permutes a block of examples with a stateless shuffle keyed by (seed, epoch, block).
