@@ -4,8 +4,9 @@ A source (TFDS, NumPy arrays) provides (uint8 image, integer label) examples of 
 this input pipeline's shard or the whole split; this module turns them into batches:
 
     training:   cache -> [per epoch: stateless shuffle(seed, epoch) -> batch(drop_remainder) -> take]
+                -> (global order: this pipeline's slices) -> to float -> prefetch
+    evaluation: cache -> batch (partial last batch kept) -> (global order: this pipeline's slices)
                 -> to float -> prefetch
-    evaluation: cache -> batch (partial last batch kept) -> to float -> prefetch
 
 Two data orders say which examples an input pipeline (one per worker) reads:
 

@@ -93,23 +93,25 @@ def find_learning_rate(trainer, module, datamodule, *, min_rate: float = 1e-7,
                          "0 < lr_find_min < lr_find_max")
     if num_steps < 2:
         raise ValueError(f"lr_find_steps ({num_steps}) must be at least 2")
-    trainer._setup(module, datamodule)  # pylint: disable=protected-access  # The Trainer's own.
+    # The Trainer's own set-up: the module's variables and optimizer, in its strategy's scope.
+    trainer._setup(module, datamodule)  # pylint: disable=protected-access
     rates = np.geomspace(min_rate, max_rate, num_steps).tolist()
     half_width = num_steps // 10
     saved = _capture(trainer)
     try:
-        losses = _ramp(trainer, rates, half_width)
+        losses, diverged = _ramp(trainer, rates, half_width)
     finally:
         _restore(trainer, saved)
     rates = rates[:len(losses)]
     smoothed = [float(np.mean(losses[max(0, i - half_width):i + half_width + 1]))
                 for i in range(len(losses))]
     return LearningRateSearch(rates, losses, smoothed, _steepest_descent(rates, smoothed),
-                              "max_rate" if len(losses) == num_steps else "diverged")
+                              "diverged" if diverged else "max_rate")
 
 
 def _ramp(trainer, rates, half_width):
-    """Trains one step per rate until the rates end or the loss diverges; returns the losses.
+    """Trains one step per rate until the rates end or the loss diverges; returns the losses and
+    whether it diverged.
 
     Diverged: a loss is not finite, or the mean of the last 2 x `half_width` + 1 losses (the
     smoothing window, which cannot look ahead during the search) passes DIVERGENCE x its lowest.
@@ -128,8 +130,8 @@ def _ramp(trainer, rates, half_width):
             recent = float(np.mean(losses[-(2 * half_width + 1):]))
             lowest = min(lowest, recent)
             if not math.isfinite(recent) or recent > DIVERGENCE * lowest:
-                break
-    return losses
+                return losses, True
+    return losses, False
 
 
 def _steepest_descent(rates, smoothed):
@@ -139,6 +141,8 @@ def _steepest_descent(rates, smoothed):
     between two spikes of a diverging loss is no rate to train on. The first tenth of the steps
     is left out too: the loss is still at its starting value there.
     """
+    if not np.isfinite(smoothed).any():
+        return None
     first, lowest = len(rates) // 10, int(np.nanargmin(smoothed))
     if lowest - first < 2:
         return None
