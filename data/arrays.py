@@ -13,14 +13,17 @@ class ArrayImageData(image_classification.ImageClassificationData):
         train: (images uint8 [N, H, W, C], integer labels [N]) for training.
         val: the same for validation, or None.
         test: the same for testing, or None.
+        predict: the same for `predict_dataset`; None: the test arrays.
         num_classes: number of classes; by default 1 + the largest training label.
-        **pipeline_kwargs: `batch_size`, `seed`, `shuffle_buffer_size` (see ImageClassificationData).
+        **pipeline_kwargs: `batch_size`, `seed`, `shuffle_buffer_size`, `augment`, `data_order`
+            (see ImageClassificationData).
     """
 
-    def __init__(self, *, train, val=None, test=None, num_classes: int | None = None,
+    def __init__(self, *, train, val=None, test=None, predict=None, num_classes: int | None = None,
                  **pipeline_kwargs):
         super().__init__(**pipeline_kwargs)
-        self._arrays = {"train": train, "val": val, "test": test}
+        self._arrays = {"train": train, "val": val, "test": test,
+                        "predict": test if predict is None else predict}
         for stage, pair in self._arrays.items():
             if pair is not None and len(pair[0]) != len(pair[1]):
                 raise ValueError(f"{stage}: images ({len(pair[0])}) and labels ({len(pair[1])}) "

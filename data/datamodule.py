@@ -60,7 +60,10 @@ class DataModule:
         return None
 
     def predict_dataset(self, ctx: tf.distribute.InputContext) -> tf.data.Dataset | None:
-        """Returns the batches to predict on; by default the test batches."""
+        """Returns the batches to predict on; by default the test batches. `Trainer.predict`
+        returns the predictions as `strategy.gather` orders them, replica by replica per batch:
+        dataset order if each replica's batch is its slice of a global batch (as in
+        `ImageClassificationData`), interleaved shards if every worker reads its own shard."""
         return self.test_dataset(ctx)
 
     def evaluation_dataset(self, stage: str, ctx: tf.distribute.InputContext, *,

@@ -1,12 +1,24 @@
 """The tf.data pipeline shared by every image classification DataModule.
 
-A source (TFDS, NumPy arrays) provides this input pipeline's shard of (uint8 image, integer label)
-examples; this module turns them into batches:
+A source (TFDS, NumPy arrays) provides (uint8 image, integer label) examples of a split, either
+this input pipeline's shard or the whole split; this module turns them into batches:
 
     training:   take what an epoch reads -> cache -> [per epoch: stateless shuffle(seed, epoch)
-                -> batch(drop_remainder) -> take] -> to float -> prefetch
-    evaluation: [take a limited pass's batches] -> cache -> batch (partial last batch kept)
+                -> batch(drop_remainder) -> take] -> (global order: this pipeline's slices)
                 -> to float -> prefetch
+    evaluation: [take a limited pass's batches] -> cache -> batch (partial last batch kept)
+                -> (global order: this pipeline's slices) -> to float -> prefetch
+
+Two data orders say which examples an input pipeline (one per worker) reads:
+
+    shard   each pipeline reads its own shard of the split and batches it for its replicas. Scales
+            to any dataset size; the global batches depend on the number of workers.
+    global  each pipeline reads the whole split, builds the global batches exactly as one device
+            would, and keeps its replicas' slices of each. 1 device, N replicas and M workers see
+            identical global batches, at the cost of every worker reading the whole split.
+
+Prediction always reads in global order, whatever the data order: `strategy.gather` then returns
+the predictions in dataset order on any number of workers.
 """
 
 import math
@@ -16,6 +28,10 @@ import tensorflow as tf
 from data import datamodule
 
 _PAD = 4  # Pixels of zero padding around each image before the random crop.
+DATA_ORDERS = ("shard", "global")
+# The context of one device: one input pipeline with one replica, which reads the whole split and
+# whose per-replica batch is the global batch.
+_ONE_DEVICE = tf.distribute.InputContext()
 
 
 def scale_pixels(images: tf.Tensor) -> tf.Tensor:
@@ -58,14 +74,19 @@ class ImageClassificationData(datamodule.DataModule):
             zero-padding 4 pixels on each side, drawn by stateless ops keyed by (seed, epoch,
             input pipeline, batch), so a resumed run sees the same augmented batches.
             Evaluation is never augmented.
+        data_order: "shard" or "global" (see the module docstring); in "global" order the
+            augmentation is drawn per global batch, so it too is the same on any cluster.
     """
 
     def __init__(self, *, batch_size: int = 64, seed: int = 0, shuffle_buffer_size: int = 50_000,
-                 augment: bool = False):
+                 augment: bool = False, data_order: str = "shard"):
         if batch_size < 1:
             raise ValueError(f"batch_size ({batch_size}) must be a positive number of examples")
         if shuffle_buffer_size < 1:
             raise ValueError(f"shuffle_buffer_size ({shuffle_buffer_size}) must be positive")
+        if data_order not in DATA_ORDERS:
+            raise ValueError(f"data_order ({data_order!r}) must be one of {list(DATA_ORDERS)}")
+        self.data_order = data_order
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle_buffer_size = shuffle_buffer_size
@@ -82,7 +103,9 @@ class ImageClassificationData(datamodule.DataModule):
         return self._input_shape
 
     def _read(self, stage: str, ctx: tf.distribute.InputContext) -> tf.data.Dataset | None:
-        """Returns this input pipeline's shard of (image, label) examples, or None if no such split."""
+        """Returns this input pipeline's shard of (image, label) examples of `stage` ("train",
+        "val", "test" or "predict"), or None if there is no such split. A context of one
+        pipeline gets the whole split."""
         raise NotImplementedError
 
     def _num_examples(self, stage: str) -> int:
@@ -111,6 +134,11 @@ class ImageClassificationData(datamodule.DataModule):
         return self._num_examples("train") - self.steps_per_epoch() * self.batch_size
 
     def train_dataset(self, ctx, *, start_epoch=0, skip_batches=0, batches_per_epoch=None):
+        return self._in_data_order(ctx, lambda context: self._training_batches(
+            context, start_epoch, skip_batches, batches_per_epoch), parallel_calls=2)
+
+    def _training_batches(self, ctx, start_epoch, skip_batches, batches_per_epoch):
+        """The endless uint8 training batches of `ctx`'s pipeline, one per replica per step."""
         batch_size = ctx.get_per_replica_batch_size(self.batch_size)
         # One global batch takes one batch from each of this pipeline's replicas.
         replicas_per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
@@ -140,8 +168,26 @@ class ImageClassificationData(datamodule.DataModule):
 
         batches = tf.data.Dataset.counter(start_epoch).flat_map(one_epoch)
         # A run resumed mid-epoch skips the batches its first epoch had already trained on.
-        batches = batches.skip(skip_batches * replicas_per_pipeline)
-        return _without_autotune(batches.map(_to_float, num_parallel_calls=2).prefetch(2))
+        return batches.skip(skip_batches * replicas_per_pipeline)
+
+    def _in_data_order(self, ctx, make_batches, data_order=None, parallel_calls=None):
+        """The float batches of `ctx`'s pipeline, from `make_batches(context)`'s uint8 batches,
+        cast in `parallel_calls` parallel calls (None: one at a time).
+
+        In "shard" order they are `make_batches(ctx)`: the pipeline's own shard. In "global" order
+        `make_batches` builds the global batches of one device, and the pipeline keeps its
+        replicas' slices of each. None if `make_batches` returns None (no such split).
+        """
+        if (data_order or self.data_order) == "shard":
+            batches = make_batches(ctx)
+        else:
+            batches = make_batches(_ONE_DEVICE)
+            if batches is not None:
+                batches = _replica_slices(batches, ctx, self.batch_size)
+        if batches is None:
+            return None
+        return _without_autotune(
+            batches.map(_to_float, num_parallel_calls=parallel_calls).prefetch(2))
 
     def _shuffle_block(self, pair, epoch, block):
         """Permutes a block of examples with a stateless shuffle keyed by (seed, epoch, block).
@@ -187,9 +233,19 @@ class ImageClassificationData(datamodule.DataModule):
     def test_dataset(self, ctx):
         return self.evaluation_dataset("test", ctx)
 
+    def predict_dataset(self, ctx):
+        """The batches of the predict split (by default the test split), in global order whatever
+        the data order: slices of global batches, which `strategy.gather` puts back together in
+        dataset order on any number of workers. Each worker reads the whole predict split."""
+        return self.evaluation_dataset("predict", ctx)
+
     def evaluation_dataset(self, stage, ctx, *, limit_batches=None):
-        if stage == "predict":
-            return super().evaluation_dataset(stage, ctx, limit_batches=limit_batches)
+        data_order = "global" if stage == "predict" else None
+        return self._in_data_order(
+            ctx, lambda context: self._evaluation_batches(stage, context, limit_batches),
+            data_order=data_order)
+
+    def _evaluation_batches(self, stage, ctx, limit_batches):
         overfit = stage == "val" and self.overfit_batches  # Validate on the batches being overfit.
         examples = self._read("train" if overfit else stage, ctx)
         if examples is None:
@@ -201,4 +257,24 @@ class ImageClassificationData(datamodule.DataModule):
         if limit_batches is not None:  # Cut before the cache, so that a pass reads all of it.
             examples = examples.take(limit_batches * replicas_per_pipeline * batch_size)
         # The partial last batch is kept: evaluation sees every example exactly once.
-        return _without_autotune(examples.cache().batch(batch_size).map(_to_float).prefetch(2))
+        return examples.cache().batch(batch_size)
+
+def _replica_slices(global_batches: tf.data.Dataset, ctx: tf.distribute.InputContext,
+                    global_batch_size: int) -> tf.data.Dataset:
+    """This input pipeline's replicas' slices of each global batch, one per-replica batch each.
+
+    Replica r, counted over all pipelines (worker by worker, as `strategy.gather` counts them),
+    gets examples [r * b, (r + 1) * b) of every global batch, b = the per-replica batch: fewer, or
+    none, in a partial last batch. Every pipeline yields the same number of batches.
+    """
+    per_replica = ctx.get_per_replica_batch_size(global_batch_size)
+    replicas_per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+    first_replica = ctx.input_pipeline_id * replicas_per_pipeline
+
+    def slices(images, labels):
+        replicas = tf.data.Dataset.range(first_replica, first_replica + replicas_per_pipeline)
+        # Past the end of a partial batch a slice is cut short, or empty, as in Python.
+        return replicas.map(lambda replica: tf.nest.map_structure(
+            lambda t: t[replica * per_replica:(replica + 1) * per_replica], (images, labels)))
+
+    return global_batches.flat_map(slices)

@@ -23,19 +23,22 @@ class TFDSImageData(image_classification.ImageClassificationData):
         download: whether `prepare_data` may download a dataset that is not prepared in `data_dir`.
         train_split, val_split, test_split: TFDS split strings such as "train[:90%]"; an empty
             string for val/test means no such stage.
-        **pipeline_kwargs: `batch_size`, `seed`, `shuffle_buffer_size` (see ImageClassificationData).
+        predict_split: the split `predict_dataset` reads; "" means the test split.
+        **pipeline_kwargs: `batch_size`, `seed`, `shuffle_buffer_size`, `augment`, `data_order`
+            (see ImageClassificationData).
     """
 
     def __init__(self, *, name: str = "cifar10", data_dir: str | None = None, download: bool = True,
                  train_split: str = "train", val_split: str = "test", test_split: str = "test",
-                 **pipeline_kwargs):
+                 predict_split: str = "", **pipeline_kwargs):
         super().__init__(**pipeline_kwargs)
         if not train_split:
             raise ValueError("train_split ('') must name a TFDS split, e.g. 'train'")
         self.name = name
         self.data_dir = os.path.expanduser(data_dir) if data_dir else None
         self.download = download
-        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.splits = {"train": train_split, "val": val_split, "test": test_split,
+                       "predict": predict_split or test_split}
         self._counts: dict[str, int] = {}
         try:
             self._builder = tfds.builder(name, data_dir=self.data_dir)
@@ -72,7 +75,7 @@ class TFDSImageData(image_classification.ImageClassificationData):
         self._input_shape = shape
         self.num_classes = features["label"].num_classes
         self.class_names = list(features["label"].names)
-        for stage in datamodule.STAGES:
+        for stage in (*datamodule.STAGES, "predict"):
             self._counts[stage] = self._count(stage)
 
     def _count(self, stage):
@@ -95,7 +98,7 @@ class TFDSImageData(image_classification.ImageClassificationData):
         split = self.splits[stage]
         if not split:
             return None
-        if ctx.num_input_pipelines > 1:
+        if ctx.num_input_pipelines > 1:  # Never in global order, which reads the whole split.
             # Shard by examples, not files: CIFAR-10 stores each split in a single file.
             split = tfds.even_splits(split, n=ctx.num_input_pipelines)[ctx.input_pipeline_id]
         return self._builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)

@@ -2,7 +2,8 @@
 
     flags.model          --model, --learning_rate, --sync_batchnorm, --dropout,
                          --width_multiplier, --weight_decay, --label_smoothing
-    flags.dataset        --dataset, --data_dir, --download, --batch_size, splits, --augment
+    flags.dataset        --dataset, --data_dir, --download, --batch_size, splits, --augment,
+                         --predict_split, --data_order
     flags.training       --epochs, --seed, --model_dir, --steps_per_loop, --precision,
                          --jit_compile, --run_eagerly, --detect_anomaly, --profile_steps,
                          checkpoints
@@ -13,7 +14,7 @@
     flags.run_control    --max_steps, --max_time, --limit_*_batches, --val_check_interval,
                          --fast_dev_run, --overfit_batches, early stopping
     flags.optimization   --gradient_clip_val, --accumulate_grad_batches, --lr_schedule,
-                         --warmup_steps, --ema_decay
+                         --warmup_steps, --ema_decay, --lr_find
     flags.output         --progress_bar, --log_every_n_steps, --tensorboard, --csv_log
 
 `flags.checks` holds what absl's bounds cannot check (nan and inf in float flags).

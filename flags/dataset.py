@@ -2,6 +2,8 @@
 
 from absl import flags
 
+from data import image_classification
+
 DATASET = flags.DEFINE_string(
     "dataset", "cifar10",
     "TFDS image classification dataset name, e.g. cifar10, cifar100, mnist, fashion_mnist.")
@@ -24,6 +26,18 @@ VAL_SPLIT = flags.DEFINE_string(
     "default 'test' follows the tutorial, which evaluates on the test set each epoch.")
 TEST_SPLIT = flags.DEFINE_string(
     "test_split", "test", "TFDS split to test on after training; '' to skip testing.")
+PREDICT_SPLIT = flags.DEFINE_string(
+    "predict_split", "",
+    "TFDS split to predict after training, e.g. 'test' or 'train[:1000]': writes "
+    "<model_dir>/predictions.csv, one row per example in split order (index, true label, predicted "
+    "class and its probability), made by the exported model. '' (default): no predictions.")
+DATA_ORDER = flags.DEFINE_enum(
+    "data_order", "shard", list(image_classification.DATA_ORDERS),
+    "Which examples each worker reads: 'shard' (its own 1/workers of each split; scales to any "
+    "size, but the global batches depend on the number of workers) or 'global' (every worker "
+    "reads, decodes and caches the whole split and keeps its replicas' slices of each global "
+    "batch, so 1 device, N replicas and M workers train on identical global batches; for splits "
+    "that fit in each worker's memory). The same on one worker.")
 AUGMENT = flags.DEFINE_boolean(
     "augment", False,
     "Augment training batches: random horizontal flip and random crop after 4 pixels of zero "

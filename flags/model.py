@@ -1,5 +1,7 @@
 """Flags that choose the network, its regularization and its optimizer."""
 
+import math
+
 from absl import flags
 
 from flags import checks
@@ -9,8 +11,10 @@ MODEL = flags.DEFINE_enum(
     "model", "functional", sorted(cnn.CNNS),
     "Network architecture: 'sequential' (3 convs, no BatchNorm, 225k parameters on CIFAR-10) or "
     "'functional' (3 Conv-BatchNorm-ReLU blocks, 1.5M parameters).")
-LEARNING_RATE = flags.DEFINE_float(
-    "learning_rate", 3e-4, "Adam learning rate (per optimizer step; > 0).", lower_bound=0.0)
+LEARNING_RATE = flags.DEFINE_string(
+    "learning_rate", "3e-4",
+    "Adam learning rate (per optimizer step): a number > 0, or 'auto' to train on the rate that "
+    "--lr_find suggests (needs --lr_find).")
 SYNC_BATCHNORM = flags.DEFINE_boolean(
     "sync_batchnorm", False,
     "BatchNorm computes batch statistics over the global batch across replicas, so N replicas "
@@ -36,4 +40,18 @@ LABEL_SMOOTHING = flags.DEFINE_float(
     "Training targets give this much probability mass, spread evenly, to all classes, in [0, 1); "
     "evaluation uses hard labels.", lower_bound=0.0, upper_bound=0.99)
 
-checks.require_finite(LEARNING_RATE, DROPOUT, WIDTH_MULTIPLIER, WEIGHT_DECAY, LABEL_SMOOTHING)
+checks.require_finite(DROPOUT, WIDTH_MULTIPLIER, WEIGHT_DECAY, LABEL_SMOOTHING)
+
+
+def _is_learning_rate(text: str) -> bool:
+    if text == "auto":
+        return True
+    try:
+        rate = float(text)
+    except ValueError:
+        return False
+    return rate > 0 and math.isfinite(rate)
+
+
+flags.register_validator(LEARNING_RATE, _is_learning_rate,
+                         message="must be a finite number > 0, or 'auto' (with --lr_find)")

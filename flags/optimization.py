@@ -1,4 +1,5 @@
-"""Flags that shape the optimizer step: clipping, accumulation and the learning-rate schedule."""
+"""Flags that shape the optimizer step: clipping, accumulation, the learning-rate schedule and the
+learning-rate finder."""
 
 from absl import flags
 
@@ -34,5 +35,21 @@ EMA_DECAY = flags.DEFINE_float(
     "(0, 1), e.g. 0.999 (the average spans about 1 / (1 - decay) steps). Validation, ranking, "
     "the test and the export use the averaged weights; the test of the live weights is "
     "reported too, as live_test_*. Default: no averaging.", lower_bound=0.0, upper_bound=0.999999)
+LR_FIND = flags.DEFINE_boolean(
+    "lr_find", False,
+    "Before training, run the learning-rate finder: --lr_find_steps optimizer steps whose learning "
+    "rate grows exponentially from --lr_find_min to --lr_find_max, stopping early when the "
+    "smoothed loss passes 4x its minimum. Logs the suggested rate (steepest descent of the "
+    "smoothed loss), writes <model_dir>/lr_find.csv and lr_find.png, then puts weights, optimizer "
+    "and data position back as they were. With --learning_rate=auto the run trains on the "
+    "suggestion. Skipped by --fast_dev_run.")
+LR_FIND_STEPS = flags.DEFINE_integer(
+    "lr_find_steps", 100, "Optimizer steps (>= 2) of the learning-rate finder's ramp.",
+    lower_bound=2)
+LR_FIND_MIN = flags.DEFINE_float(
+    "lr_find_min", 1e-7, "The learning-rate finder's first learning rate (> 0).", lower_bound=0.0)
+LR_FIND_MAX = flags.DEFINE_float(
+    "lr_find_max", 1.0,
+    "The learning-rate finder's last learning rate (> --lr_find_min).", lower_bound=0.0)
 
-checks.require_finite(GRADIENT_CLIP_VAL, EMA_DECAY)
+checks.require_finite(GRADIENT_CLIP_VAL, EMA_DECAY, LR_FIND_MIN, LR_FIND_MAX)

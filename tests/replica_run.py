@@ -83,7 +83,7 @@ def main():
                   strategy, module.variables + list(getattr(
                       fitter.optimizer, "_model_variables_moving_average", [])))}
     predictions = {"predictions": fitter.predict(module, datamodule),
-                   "labels": distribute.gathered_labels(strategy, datamodule.test_dataset)}
+                   "labels": distribute.gathered_labels(strategy, datamodule.predict_dataset)}
     averages = {f"ema/{v.path}": np.asarray(average.numpy()) for v, average in zip(
         module.trainable_variables, getattr(fitter.optimizer, "_model_variables_moving_average", []))}
     np.savez(args.out, **{v.path: np.asarray(v.numpy()) for v in module.variables}, **predictions,

@@ -14,6 +14,7 @@ The loop, where `ls trainer/` shows it:
 - `checkpointing.py`: full-state checkpoints, exact resume, the best epochs.
 - `stopping.py`: stopping on signals, on divergence and on NaN/Inf.
 - `reporting.py`: the lines a run prints.
+- `tuning.py`: the learning-rate finder (`--lr_find`).
 
 Around it: `callbacks/` (callbacks, progress bar, loggers), `vision/` (the image classification
 task: `ImageClassifier`, its pictures and its export) and `cli/` (`--explain`, `--selftest`, the

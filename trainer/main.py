@@ -39,11 +39,13 @@ from trainer import reporting
 from trainer import schedule
 from trainer import slurm
 from trainer.cli import evaluator
+from trainer import tuning
 from trainer.cli import explain
 from trainer.cli import quiet
 from trainer.cli import selftest
 from trainer.vision import export
 from trainer.vision import plots
+from trainer.vision import predictions
 from trainer.vision import loggers as vision_loggers
 
 # `--help` lists the key flags of the main module: make every flag of flags/ one of them.
@@ -126,6 +128,7 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
     if run_flags.distribution.SLURM_REQUEUE.value and not slurm.in_job():
         raise ValueError("slurm_requeue (True) applies inside a SLURM job only, and SLURM_JOB_ID "
                          "is not set")
+    learning_rate = _learning_rate()
     _set_up_tensorflow(step_config)
     model_dir = _model_dir()
     is_chief = distribute.is_chief(strategy)
@@ -145,7 +148,7 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
         resume_from=run_flags.training.CKPT_PATH.value,
         best_models=_best_models(model_dir, is_chief))
     with strategy.scope():
-        module = _module(datamodule)
+        module = _module(datamodule, learning_rate)
 
     results = {"model": run_flags.model.MODEL.value, "dataset": run_flags.dataset.DATASET.value,
                "replicas": strategy.num_replicas_in_sync, "precision": step_config.precision,
@@ -171,16 +174,21 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
         fitter.optimizer.finalize_variable_values(module.trainable_variables)
     if not writes_files:
         return results
+    which = "best" if fitter.best_models and fitter.best_models.best else "last"
     if export.all_finite(module):  # Every worker decides alike: they hold the same weights.
         export_dir = export.export_for_serving(module, datamodule.input_shape,
                                                os.path.join(model_dir, "export"),
                                                is_chief=is_chief)
-        logging.info("exported the %s model for serving to %s",
-                     "best" if fitter.best_models and fitter.best_models.best else "last",
-                     export_dir)
+        logging.info("exported the %s model for serving to %s", which, export_dir)
     else:
         logging.warning("nothing exported: the model's weights hold NaN or Inf and no validation "
                         "scored a finite %s", run_flags.training.MONITOR.value)
+    if run_flags.dataset.PREDICT_SPLIT.value:
+        path = os.path.join(model_dir, "predictions.csv")
+        rows = predictions.write_predictions(fitter, module, datamodule, path)
+        if is_chief:
+            logging.info("wrote %s: the %s model's predictions of the %d examples of %r", path,
+                         which, rows, run_flags.dataset.PREDICT_SPLIT.value)
     if is_chief:
         faults.reached("results")
         _write_outputs(model_dir, results, fitter.history)
@@ -205,7 +213,7 @@ def _evaluate_checkpoints(strategy: tf.distribute.Strategy) -> dict:
     _set_up_tensorflow(step_config)
     datamodule = _datamodule()
     with strategy.scope():
-        module = _module(datamodule)
+        module = _module(datamodule, None)  # The learning rate plays no part here.
     fitter = trainer.Trainer(strategy=strategy, loop_config=loop_config, step_config=step_config,
                              enable_progress_bar=False, enable_model_summary=False)
     return evaluator.run(fitter, module, datamodule, model_dir=_model_dir(),
@@ -243,15 +251,37 @@ def _step_config() -> trainer.StepConfig:
         run_eagerly=training.RUN_EAGERLY.value)
 
 
-def _module(datamodule) -> trainer.ImageClassifier:
-    """The classifier the flags describe; call inside `strategy.scope()`."""
+def _learning_rate() -> float | None:
+    """--learning_rate as a number, or None for 'auto': the rate --lr_find finds."""
+    text = run_flags.model.LEARNING_RATE.value
+    if text == "auto":
+        if not run_flags.optimization.LR_FIND.value:
+            raise ValueError("learning_rate ('auto') needs --lr_find, which finds the rate to "
+                             "train on")
+        return None
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = 0.0
+    if not (rate > 0 and math.isfinite(rate)):
+        raise ValueError(f"learning_rate ({text!r}) must be a finite number > 0, or 'auto' with "
+                         "--lr_find")
+    return rate
+
+
+def _module(datamodule, learning_rate: float | None) -> trainer.ImageClassifier:
+    """The classifier the flags describe; call inside `strategy.scope()`. A learning rate of None
+    ('auto') starts at the flag's default until --lr_find's suggestion replaces it, before the
+    first step (--fast_dev_run, which skips the search, keeps the default)."""
     model = run_flags.model
     network = layers.build_cnn(model.MODEL.value, input_shape=datamodule.input_shape,
                                num_classes=datamodule.num_classes,
                                sync_batchnorm=model.SYNC_BATCHNORM.value,
                                dropout=model.DROPOUT.value,
                                width_multiplier=model.WIDTH_MULTIPLIER.value)
-    return trainer.ImageClassifier(network, learning_rate=model.LEARNING_RATE.value,
+    if learning_rate is None:
+        learning_rate = float(model.LEARNING_RATE.default)
+    return trainer.ImageClassifier(network, learning_rate=learning_rate,
                                    weight_decay=model.WEIGHT_DECAY.value,
                                    label_smoothing=model.LABEL_SMOOTHING.value,
                                    lr_schedule=run_flags.optimization.LR_SCHEDULE.value,
@@ -260,10 +290,20 @@ def _module(datamodule) -> trainer.ImageClassifier:
 
 
 def _callbacks(model_dir):
-    """The callbacks the flags ask for; the learning-rate monitor first, so loggers see its value,
-    and the image task's pictures before the TensorBoard logger, which closes its files."""
+    """The callbacks the flags ask for: the learning-rate finder first, so its search ends before
+    anything else starts; the learning-rate monitor before the loggers, so they see its value;
+    the image task's pictures before the TensorBoard logger, which closes its files."""
     run_control, output = run_flags.run_control, run_flags.output
-    chosen = [callbacks.LearningRateMonitor()]
+    optimization = run_flags.optimization
+    chosen = []
+    if optimization.LR_FIND.value:
+        chosen.append(tuning.LearningRateFinder(
+            csv_path=os.path.join(model_dir, "lr_find.csv"),
+            png_path=os.path.join(model_dir, "lr_find.png"),
+            update_learning_rate=run_flags.model.LEARNING_RATE.value == "auto",
+            min_rate=optimization.LR_FIND_MIN.value, max_rate=optimization.LR_FIND_MAX.value,
+            num_steps=optimization.LR_FIND_STEPS.value))
+    chosen.append(callbacks.LearningRateMonitor())
     tensorboard = None
     if output.TENSORBOARD.value:
         tensorboard = callbacks.TensorBoardLogger(
@@ -334,9 +374,11 @@ def _datamodule() -> data.TFDSImageData:
         train_split=run_flags.dataset.TRAIN_SPLIT.value,
         val_split=run_flags.dataset.VAL_SPLIT.value,
         test_split=run_flags.dataset.TEST_SPLIT.value,
+        predict_split=run_flags.dataset.PREDICT_SPLIT.value,
         batch_size=run_flags.dataset.BATCH_SIZE.value,
         seed=run_flags.training.SEED.value,
-        augment=run_flags.dataset.AUGMENT.value)
+        augment=run_flags.dataset.AUGMENT.value,
+        data_order=run_flags.dataset.DATA_ORDER.value)
     datamodule.prepare_data()
     datamodule.setup()  # Reads the image shape and class count the network is built for.
     return datamodule
@@ -371,6 +413,7 @@ def _prepare_model_dir(model_dir):
         "model": run_flags.model.MODEL.value, "dataset": run_flags.dataset.DATASET.value,
         "batch_size": run_flags.dataset.BATCH_SIZE.value,
         "train_split": run_flags.dataset.TRAIN_SPLIT.value,
+        "data_order": run_flags.dataset.DATA_ORDER.value,
         "width_multiplier": run_flags.model.WIDTH_MULTIPLIER.value,
         "seed": run_flags.training.SEED.value,
         "accumulate_grad_batches": run_flags.optimization.ACCUMULATE_GRAD_BATCHES.value,
@@ -425,6 +468,7 @@ def _plan(strategy) -> explain.Plan:
         train_examples=datamodule.steps_per_epoch() * datamodule.batch_size
         + datamodule.dropped_per_epoch(),
         train_split=run_flags.dataset.TRAIN_SPLIT.value,
+        data_order=datamodule.data_order,
         step=step_config, compute_dtype=policy.compute_dtype,
         variable_dtype=policy.variable_dtype, sync_batchnorm=run_flags.model.SYNC_BATCHNORM.value,
         communication=run_flags.distribution.COMMUNICATION.value,

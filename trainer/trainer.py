@@ -188,12 +188,15 @@ class Trainer:
         self._call("on_test_end", logs)
         return logs
 
-    def predict(self, module, datamodule) -> np.ndarray:
-        """Returns `predict_step`'s outputs over `datamodule.predict_dataset`, in dataset order."""
+    def predict(self, module, datamodule, *, stage: str = "predict") -> np.ndarray:
+        """Returns `predict_step`'s outputs over `datamodule.predict_dataset` (or the "val" or
+        "test" dataset), in the order `strategy.gather` returns them: per batch, replica by
+        replica. That is dataset order when the batches are slices of global batches, as those
+        of `ImageClassificationData.predict_dataset` always are (data/image_classification.py)."""
         self._setup(module, datamodule)
-        dataset = self.data.evaluation("predict")
+        dataset = self.data.evaluation(stage)
         if dataset is None:
-            raise ValueError("the datamodule has no predict_dataset (and no test_dataset)")
+            raise ValueError(f"the datamodule has no {stage} data ({stage}_dataset is None)")
         predict_step = self.step_functions.traced("predict", self.step_functions.predict_step)
         with self.averaged_weights():
             return np.concatenate([predict_step(batch).numpy() for batch in dataset])

@@ -29,6 +29,7 @@ class Plan:
     dropped_per_epoch: int         # training examples that do not fill a last global batch
     train_examples: int
     train_split: str
+    data_order: str                # "shard" or "global" (data/image_classification.py)
     step: config_lib.StepConfig    # how one optimizer step is computed (precision, clipping, ...)
     compute_dtype: str
     variable_dtype: str
@@ -103,12 +104,26 @@ def _epochs(plan: Plan) -> str:
 
 
 def _sharding(plan: Plan) -> str:
+    if plan.data_order == "global":
+        text = (f"--data_order=global: every worker reads the whole {plan.train_split!r} split "
+                f"({plan.train_examples} examples), shuffles it by the same (seed, epoch) and "
+                "builds the global batches one device would; each replica takes its slice of "
+                "every global batch, so 1 device, N replicas and M workers train on identical "
+                "global batches, and validate and test on identical ones.")
+        if plan.workers > 1:
+            text += (f" The cost: each of the {plan.workers} workers reads, decodes and caches "
+                     f"the full split ({plan.workers}x the reading of --data_order=shard) and "
+                     "holds it in memory.")
+        return text
     if plan.workers == 1:
         return (f"one input pipeline reads the whole {plan.train_split!r} split; its replicas take "
                 "consecutive per-replica batches of it")
-    return (f"each worker reads its own 1/{plan.workers} of the {plan.train_split!r} split "
-            "(tfds.even_splits, by examples: no example is read twice); within a worker the "
-            "replicas take consecutive per-replica batches. Every epoch reshuffles each shard.")
+    return (f"--data_order=shard: each worker reads its own 1/{plan.workers} of the "
+            f"{plan.train_split!r} split (tfds.even_splits, by examples: no example is read "
+            "twice); within a worker the replicas take consecutive per-replica batches. Every "
+            "epoch reshuffles each shard, so the global batches depend on the number of workers "
+            "(--data_order=global makes them the same on any cluster, if the split fits in each "
+            "worker's memory).")
 
 
 def _all_reduce(plan: Plan) -> str:

@@ -3,7 +3,9 @@
 - `classifier.py`: `ImageClassifier`, a `Module` around either CNN (loss, accuracy, Adam).
 - `loggers.py`: `SamplePredictions` and `ConfusionMatrix`, the pictures of a run in TensorBoard.
 - `export.py`: the trained classifier as a SavedModel that serves raw uint8 images.
-- `plots.py`: PNG curves and confusion matrix, for readers without TensorBoard.
+- `plots.py`: PNG curves, confusion matrix and learning-rate finder, for readers without
+  TensorBoard.
+- `predictions.py`: `predictions.csv`, the classifier's prediction for every example of a split.
 """
 
 from trainer.vision.classifier import ImageClassifier

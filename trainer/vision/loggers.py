@@ -89,8 +89,8 @@ class ConfusionMatrix(base.Callback):
 
     def on_test_end(self, logs):
         trainer, datamodule = self.trainer, self.trainer.datamodule
-        probabilities = trainer.predict(trainer.module, datamodule)
-        labels = distribute.gathered_labels(trainer.strategy, datamodule.predict_dataset)
+        probabilities = trainer.predict(trainer.module, datamodule, stage="test")
+        labels = distribute.gathered_labels(trainer.strategy, datamodule.test_dataset)
         self.matrix = plots.confusion_matrix(labels, probabilities.argmax(axis=-1),
                                              len(datamodule.class_names))
         if not trainer.is_chief:

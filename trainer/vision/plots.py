@@ -2,6 +2,7 @@
 
     curves.png            training and validation loss and accuracy per epoch
     confusion_matrix.png  test confusion matrix, rows = true class, columns = predicted class
+    lr_find.png           the learning-rate finder's loss against the learning rate
 
 matplotlib is an optional extra (`pip install ".[plots]"`); without it runs still work and say
 how to get the plots.
@@ -89,3 +90,30 @@ def _save(figure, path, plt):
     with files.atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
+
+
+def plot_learning_rate_search(learning_rates: list[float], losses: list[float],
+                              smoothed_losses: list[float], suggestion: float | None,
+                              path: str) -> str | None:
+    """Saves the loss (raw and smoothed) against the learning rate, on a log axis, with the
+    suggested rate marked; returns the path."""
+    plt = _pyplot()
+    if plt is None or not losses:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    axis.plot(learning_rates, losses, color="tab:blue", alpha=0.3, label="loss")
+    axis.plot(learning_rates, smoothed_losses, color="tab:blue", label="smoothed loss")
+    if suggestion is not None:
+        axis.axvline(suggestion, color="tab:red", linestyle="--",
+                     label=f"suggested learning rate {suggestion:.3g}")
+    # The blow-up at the end would squash the interesting part: show up to 1.5x the first loss.
+    finite = [value for value in losses if np.isfinite(value)]
+    axis.set_ylim(min(finite) * 0.95, max(smoothed_losses[0], losses[0]) * 1.5)
+    axis.set_xscale("log")
+    axis.set_xlabel("learning rate")
+    axis.set_ylabel("training loss")
+    axis.set_title("learning-rate finder")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    _save(figure, path, plt)
+    return path
