@@ -4,12 +4,14 @@ Output goes to files, not pipes: a task blocked on a full pipe would stall the o
 next collective. A hang fails through the timeout of `wait`.
 """
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from conftest import ROOT, subprocess_env
@@ -89,7 +91,14 @@ def wait_for_a_checkpoint(model_dir: str, processes: list[subprocess.Popen]) -> 
 
 
 def checkpoint_tensors(path: str) -> dict:
-    """Every tensor of a checkpoint but the save counter."""
+    """Every tensor of a checkpoint but the save counter. Of the run's record, only what training
+    wrote: its timings differ from run to run, and validation may be switched off in one of the
+    runs compared."""
     reader = tf.train.load_checkpoint(path)
-    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
-            if "save_counter" not in name and name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+    tensors = {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
+               if "save_counter" not in name and name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+    record = json.loads(tensors.pop("record/.ATTRIBUTES/py_state"))
+    tensors["record/training"] = np.array(json.dumps([
+        {key: entry[key] for key in ("epoch", "step", "train_loss", "train_accuracy")}
+        for entry in record["history"]]))
+    return tensors

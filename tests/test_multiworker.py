@@ -21,6 +21,7 @@ import pytest
 import tensorflow as tf
 
 import data
+import local_cluster
 from conftest import ROOT, TESTS, run_main_mocked, run_python, subprocess_env
 from trainer import distribute
 
@@ -280,16 +281,7 @@ def _checkpoint_tensors(model_dir):
     """Every tensor of the run's final checkpoint but the save counter."""
     path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     assert path.endswith(f"ckpt-{TOTAL_STEPS}"), path
-    reader = tf.train.load_checkpoint(path)
-    tensors = {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
-               if "save_counter" not in name and name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
-    # The run's record holds timings, which differ, and validation, which the resumed run skips:
-    # of it, compare what training wrote.
-    record = json.loads(tensors.pop("record/.ATTRIBUTES/py_state"))
-    tensors["record/training"] = np.array(json.dumps([
-        {key: entry[key] for key in ("epoch", "step", "train_loss", "train_accuracy")}
-        for entry in record["history"]]))
-    return tensors
+    return local_cluster.checkpoint_tensors(path)
 
 
 # ---- --selftest and --explain ------------------------------------------------------------------
