@@ -92,3 +92,22 @@ def test_help_lists_every_flag_of_the_flags_package():
     missing = [name for name in names
                if f"--{name}:" not in listed and f"--[no]{name}:" not in listed]
     assert not missing
+
+
+def test_a_diverged_run_exits_non_zero_with_strict_results_and_no_export(tmp_path):
+    model_dir = tmp_path / "run"
+    result = run_main_mocked(["--model=sequential", "--epochs=2", "--batch_size=16",
+                              "--learning_rate=1e6", "--checkpoint_every_steps=2",
+                              f"--model_dir={model_dir}"])
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.count("training diverged") == 1  # One message, no traceback.
+    assert "Traceback" not in result.stderr
+    # Strict JSON: Python's parser accepts NaN unless told not to.
+    results = json.loads((model_dir / "results.json").read_text(), parse_constant=_reject)
+    assert results["stop_reason"] == "diverged" and results["error"].startswith(
+        "training diverged")
+    assert not os.path.exists(model_dir / "export")
+
+
+def _reject(constant):
+    raise ValueError(f"not strict JSON: {constant}")

@@ -159,6 +159,12 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
             if run_flags.optimization.EMA_DECAY.value:  # The live weights, for comparison.
                 results.update(fitter.test(module, datamodule, averaged_weights=False))
             results.update(fitter.test(module, datamodule))
+    except trainer.TrainingDiverged as error:
+        if writes_files and is_chief:  # A sweep reads why the run ended; nothing is exported.
+            _write_outputs(model_dir, {**results, "steps": fitter.global_step,
+                                       "stop_reason": "diverged", "error": str(error)},
+                           fitter.history)
+        raise
     except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
         damaged = datamodule.damage_report(error)  # A truncated or corrupt file of the dataset?
         if damaged is None:
