@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from conftest import ROOT, subprocess_env
 
-TIMEOUT_S = 180
+TIMEOUT_S = 300  # A hang guard only: a loaded 2-core machine runs a small cluster in 30-120 s.
 
 
 def free_ports(count: int) -> list[int]:
@@ -54,6 +54,23 @@ def start(args_per_task: list[list[str]], env_per_task: list[dict], log_dir: str
             processes.append(subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env,
                                               stdout=log, stderr=subprocess.STDOUT, text=True))
     return processes
+
+
+def start_workers(args_per_worker: list[list[str]], log_dir: str,
+                  env_per_worker: list[dict] | None = None) -> list[subprocess.Popen]:
+    """Starts `python <args>` per worker of one TF_CONFIG cluster on 127.0.0.1;
+    `<log_dir>/worker<k>.log` receives worker k's output."""
+    workers = [f"127.0.0.1:{port}" for port in free_ports(len(args_per_worker))]
+    envs = [dict(extra, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                              "task": {"type": "worker", "index": index}}))
+            for index, extra in enumerate(env_per_worker or [{}] * len(args_per_worker))]
+    return start(args_per_worker, envs, log_dir, log_name="worker")
+
+
+def run_workers(args_per_worker: list[list[str]], log_dir: str,
+                env_per_worker: list[dict] | None = None) -> list[tuple[int, str]]:
+    """`start_workers`, then `wait`: [(return code, log text)] per worker."""
+    return wait(start_workers(args_per_worker, log_dir, env_per_worker), log_dir, "worker")
 
 
 def wait(processes: list[subprocess.Popen], log_dir: str,

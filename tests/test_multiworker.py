@@ -11,9 +11,6 @@ import glob
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -22,7 +19,7 @@ import tensorflow as tf
 
 import data
 import local_cluster
-from conftest import ROOT, TESTS, run_main_mocked, run_python, subprocess_env
+from conftest import TESTS, run_main_mocked, run_python
 from trainer import distribute
 
 TIMEOUT_S = 300  # A hang guard only: a loaded 2-core machine runs a small cluster in ~30-120 s.
@@ -30,57 +27,6 @@ NUM_EXAMPLES = 320  # mocked TFDS: 10 steps of 32 per epoch, 20 in the run
 TOTAL_STEPS = 20
 MAIN_FLAGS = ["--model=sequential", "--epochs=2", "--batch_size=32", "--deterministic",
               "--checkpoint_every_steps=3", "--steps_per_loop=1", "--strategy=multi_worker"]
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
-def _start_cluster(worker_args, log_dir, env_per_worker=None):
-    """Starts one `python <args>` process per entry of `worker_args`, as workers of one cluster."""
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(len(worker_args))]
-    extra_env = env_per_worker or [{}] * len(worker_args)
-    processes = []
-    for index, args in enumerate(worker_args):
-        env = dict(subprocess_env(), **extra_env[index],
-                   TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                         "task": {"type": "worker", "index": index}}))
-        log = open(os.path.join(log_dir, f"worker{index}.log"), "w")
-        processes.append(subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env,
-                                          stdout=log, stderr=subprocess.STDOUT, text=True))
-        log.close()
-    return processes
-
-
-def _wait(processes, log_dir):
-    """Waits for every worker; returns [(return code, log text)]. Kills all on a timeout."""
-    deadline = time.time() + TIMEOUT_S
-    try:
-        for process in processes:
-            process.wait(timeout=max(1, deadline - time.time()))
-    except subprocess.TimeoutExpired:
-        for process in processes:
-            process.kill()
-        raise AssertionError(f"the cluster did not finish in {TIMEOUT_S} s:\n"
-                             + _read(os.path.join(log_dir, "worker0.log"))[-3000:]) from None
-    return [(process.returncode, _read(os.path.join(log_dir, f"worker{index}.log")))
-            for index, process in enumerate(processes)]
-
-
-def _run_cluster(worker_args, log_dir, env_per_worker=None):
-    os.makedirs(log_dir, exist_ok=True)
-    return _wait(_start_cluster(worker_args, log_dir, env_per_worker), log_dir)
-
-
-def _read(path):
-    with open(path) as f:
-        return f.read()
 
 
 # ---- Configuration errors and sharding (in this process, no strategy is created) -------------
@@ -144,11 +90,11 @@ def two_workers_and_two_replicas(tmp_path_factory):
         mirrored = pool.submit(run_python, ["tests/replica_run.py", str(out / "mirrored.npz"),
                                             "--strategy=mirrored", "--cpu_devices=2",
                                             *REPLICA_FLAGS])
-        cluster = _run_cluster(worker_args, str(out))
+        cluster = local_cluster.run_workers(worker_args, str(out))
         assert mirrored.result().returncode == 0, mirrored.result().stderr[-3000:]
     for returncode, log in cluster:
         assert returncode == 0, log[-3000:]
-    return {name: (dict(np.load(out / f"{name}.npz")), json.loads(_read(out / f"{name}.json")))
+    return {name: (dict(np.load(out / f"{name}.npz")), json.loads(local_cluster.read(out / f"{name}.json")))
             for name in ("mirrored", "worker0", "worker1")}
 
 
@@ -197,7 +143,7 @@ def uninterrupted(tmp_path_factory):
     os.makedirs(root / "tmp1")
     worker_args = [[os.path.join(TESTS, "mocked_main.py"), str(NUM_EXAMPLES), *MAIN_FLAGS,
                     f"--model_dir={root / f'run{index}'}"] for index in (0, 1)]
-    results = _run_cluster(worker_args, str(root), [{}, {"TMPDIR": str(root / "tmp1")}])
+    results = local_cluster.run_workers(worker_args, str(root), [{}, {"TMPDIR": str(root / "tmp1")}])
     for returncode, log in results:
         assert returncode == 0, log[-3000:]
     return root, results
@@ -228,15 +174,15 @@ def test_a_killed_cluster_restarted_ends_equal_to_an_uninterrupted_run(uninterru
     worker_args = [[os.path.join(TESTS, "mocked_main.py"), str(NUM_EXAMPLES), *MAIN_FLAGS,
                     "--val_split=", "--test_split=", "--save_top_k=0",
                     f"--model_dir={model_dir}"]] * 2
-    processes = _start_cluster(worker_args, str(tmp_path))
-    killed_at = _wait_for_a_checkpoint(model_dir, processes)
+    processes = local_cluster.start_workers(worker_args, str(tmp_path))
+    killed_at = local_cluster.wait_for_a_checkpoint(model_dir, processes)
     processes[1].kill()  # SIGKILL one worker; the chief then waits in a collective, or fails.
     time.sleep(1)
     processes[0].kill()  # A cluster manager restarts the whole cluster: all tasks go down.
     for process in processes:
         process.wait()
     assert 0 < killed_at < TOTAL_STEPS
-    restarted = _run_cluster(worker_args, str(tmp_path / "restarted"))
+    restarted = local_cluster.run_workers(worker_args, str(tmp_path / "restarted"))
     for returncode, log in restarted:
         assert returncode == 0, log[-3000:]
     resumed_step = int(restarted[0][1].split("resumed from ")[1].split("step ")[1].split(",")[0])
@@ -253,28 +199,16 @@ def test_sigterm_to_one_worker_stops_every_worker_at_the_same_saved_step(tmp_pat
     worker_args = [[os.path.join(TESTS, "mocked_main.py"), str(NUM_EXAMPLES), *MAIN_FLAGS,
                     "--val_split=", "--test_split=", "--save_top_k=0",
                     f"--model_dir={model_dir}"]] * 2
-    processes = _start_cluster(worker_args, str(tmp_path))
-    _wait_for_a_checkpoint(model_dir, processes)
+    processes = local_cluster.start_workers(worker_args, str(tmp_path))
+    local_cluster.wait_for_a_checkpoint(model_dir, processes)
     processes[1].send_signal(signal.SIGTERM)  # Only the non-chief is told to stop.
-    results = _wait(processes, str(tmp_path))
+    results = local_cluster.wait(processes, str(tmp_path), "worker")
     assert [code for code, _ in results] == [128 + signal.SIGTERM] * 2, results[0][1][-3000:]
     steps = {int(log.split("interrupted by SIGTERM at step ")[1].split(";")[0])
              for _, log in results}
     assert len(steps) == 1 and 0 < min(steps) < TOTAL_STEPS, steps
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     assert latest.endswith(f"ckpt-{steps.pop()}")
-
-
-def _wait_for_a_checkpoint(model_dir, processes):
-    deadline = time.time() + TIMEOUT_S
-    while time.time() < deadline:
-        latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-        if latest:
-            return int(latest.rsplit("-", 1)[1])
-        if any(process.poll() is not None for process in processes):
-            raise AssertionError("a worker ended before the first checkpoint")
-        time.sleep(0.02)
-    raise AssertionError("no checkpoint appeared")
 
 
 def _checkpoint_tensors(model_dir):
@@ -301,7 +235,7 @@ def test_selftest_passes_on_one_device_and_on_two_logical_devices():
 
 def test_selftest_passes_on_two_workers(tmp_path):
     args = ["-m", "trainer.main", "--selftest", "--batch_size=32", "--strategy=multi_worker"]
-    (chief_code, chief_log), (worker_code, _) = _run_cluster([args, args], str(tmp_path))
+    (chief_code, chief_log), (worker_code, _) = local_cluster.run_workers([args, args], str(tmp_path))
     assert (chief_code, worker_code) == (0, 0), chief_log[-3000:]
     assert "self-test PASSED: 5 of 5 checks passed" in chief_log
     assert "over 2 worker(s)" in chief_log
@@ -311,7 +245,7 @@ def test_selftest_fails_when_a_replica_on_the_other_worker_is_perturbed(tmp_path
     # Replica 1 lives on worker 1: worker 0 can only see the difference through the all-gather.
     args = ["-m", "trainer.main", "--selftest", "--batch_size=32", "--strategy=multi_worker",
             "--selftest_perturb_replica=1"]
-    (chief_code, chief_log), (worker_code, _) = _run_cluster([args, args], str(tmp_path))
+    (chief_code, chief_log), (worker_code, _) = local_cluster.run_workers([args, args], str(tmp_path))
     assert chief_code != 0 and worker_code != 0
     failed = [line for line in chief_log.splitlines() if line.startswith("FAIL")]
     assert len(failed) == 1 and "replica copies of all 10 variables identical" in failed[0]

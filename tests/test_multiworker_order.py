@@ -12,14 +12,13 @@ import csv
 import json
 import os
 import shutil
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import local_cluster
 from conftest import TESTS, run_main_mocked
-from test_multiworker import _read, _start_cluster
 
 TIMEOUT_S = 300  # A 2-worker run has taken over 120 s on a loaded 2-core machine.
 # Every mocked split holds 170 examples: 5 steps of 32 per epoch, and the predictions' last global
@@ -30,20 +29,6 @@ FLAGS = ["--model=sequential", "--batch_size=32", "--deterministic", "--data_ord
          "--predict_split=test", f"--max_steps={TOTAL_STEPS}", "--steps_per_loop=7",
          "--num_sanity_val_steps=0", "--tensorboard=false", "--progress_bar=false",
          "--model_summary=false"]
-
-
-def _wait(processes, log_dir):
-    deadline = time.time() + TIMEOUT_S
-    try:
-        for process in processes:
-            process.wait(timeout=max(1, deadline - time.time()))
-    except Exception:
-        for process in processes:
-            process.kill()
-        raise AssertionError(f"the cluster did not finish in {TIMEOUT_S} s:\n"
-                             + _read(os.path.join(log_dir, "worker0.log"))[-3000:]) from None
-    return [(process.returncode, _read(os.path.join(log_dir, f"worker{index}.log")))
-            for index, process in enumerate(processes)]
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +45,8 @@ def three_shapes(tmp_path_factory):
         mirrored = pool.submit(run_main_mocked, [*FLAGS, "--strategy=mirrored", "--cpu_devices=2",
                                                  f"--model_dir={root / 'mirrored'}"],
                                num_examples=NUM_EXAMPLES, timeout=TIMEOUT_S)
-        cluster = _wait(_start_cluster(worker_args, str(root),
-                                       [{}, {"TMPDIR": str(root / "tmp1")}]), str(root))
+        cluster = local_cluster.run_workers(worker_args, str(root),
+                                            [{}, {"TMPDIR": str(root / "tmp1")}])
         assert mirrored.result().returncode == 0, mirrored.result().stderr[-3000:]
     for returncode, log in cluster:
         assert returncode == 0, log[-3000:]
@@ -72,7 +57,7 @@ def three_shapes(tmp_path_factory):
                                   f"--model_dir={root / 'one_device'}"],
                                  num_examples=NUM_EXAMPLES, timeout=TIMEOUT_S)
     assert one_device.returncode == 0, one_device.stderr[-3000:]
-    assert "nothing to train" in one_device.stderr
+    assert "training had already finished" in one_device.stderr
     return {"two_workers": root / "worker0", "mirrored": root / "mirrored",
             "one_device": root / "one_device"}
 
@@ -104,7 +89,7 @@ def test_two_workers_end_where_one_process_with_two_replicas_ends(three_shapes):
 
 
 def test_predictions_are_one_file_in_split_order_on_every_shape(three_shapes):
-    files = {name: _read(os.path.join(model_dir, "predictions.csv"))
+    files = {name: local_cluster.read(os.path.join(model_dir, "predictions.csv"))
              for name, model_dir in three_shapes.items()}
     assert files["two_workers"] == files["mirrored"]  # The same two replicas: the same bytes.
     rows = {name: list(csv.DictReader(text.splitlines())) for name, text in files.items()}
