@@ -8,18 +8,22 @@ order, with the same words; its numbers may differ by 5% (float noise across mac
 `0x...` stands for any address. A line `...` in the page skips output lines.
 
 The 2-replica exercises run in one subprocess (tests/exercises_run.py: one MirroredStrategy per
-process); the 1-device ones run here.
+process), started with the first test; the 1-device ones run here meanwhile, first.
 """
 
+import contextlib
+import io
 import json
 import math
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, TESTS, run_python
+from conftest import ROOT, TESTS, subprocess_env
 from examples import break_it
 from trainer.vision import classifier
 
@@ -71,11 +75,92 @@ def test_the_comparison_tells_lines_apart():
     assert _same_line("<Strategy object at 0x...>", "<Strategy object at 0x7fd3b5d1f710>")
 
 
+# ---- 4. Evaluation with training=True ---------------------------------------------------------------
+
+def _evaluate_in_training_mode(self, batch):
+    """ImageClassifier._evaluate with the exercise's change: training=True."""
+    images, labels = batch
+    logits = self(images, training=True)
+    self.log("loss", self._per_example_loss(labels, logits))
+    self.log("accuracy", classifier._correct(labels, logits))  # pylint: disable=protected-access
+
+
 @pytest.fixture(scope="module")
-def two_replicas():
-    result = run_python([os.path.join(TESTS, "exercises_run.py")])
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def batchnorm_kept():
+    """(what break_it.batchnorm prints as the code is, its measurements)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        measured = break_it.batchnorm(tf.distribute.get_strategy())
+    return out.getvalue(), measured
+
+
+def test_evaluation_leaves_batchnorm_statistics_alone(batchnorm_kept):
+    output, measured = batchnorm_kept
+    assert_prints("batchnorm-kept", output)
+    assert measured["moved"] == 0 and measured["first"] == measured["second"]
+
+
+def test_evaluating_in_training_mode_moves_batchnorm_statistics(batchnorm_kept, capsys,
+                                                                 monkeypatch):
+    kept = batchnorm_kept[1]
+    monkeypatch.setattr(classifier.ImageClassifier, "_evaluate", _evaluate_in_training_mode)
+    measured = break_it.batchnorm(tf.distribute.get_strategy())
+    assert_prints("batchnorm-broken", capsys.readouterr().out)
+    assert measured["moved"] > 1e-4
+    # Batch statistics, not the learned ones: the same weights score differently.
+    assert abs(measured["first"] - kept["first"]) > 0.05
+
+
+# ---- 5. print inside the step ---------------------------------------------------------------------
+
+def test_without_prints_the_step_prints_nothing(capfd):
+    measured = break_it.print_(tf.distribute.get_strategy())
+    captured = capfd.readouterr()
+    assert measured["steps"] == 4
+    assert "training_step" not in captured.out + captured.err
+    assert_prints("print-kept", captured.out)
+
+
+def test_python_print_runs_when_traced_and_tf_print_at_every_step(capfd, monkeypatch):
+    original = classifier.ImageClassifier.training_step
+
+    def training_step(self, batch):  # The exercise's two added lines, then the step.
+        print("python print: training_step")
+        tf.print("tf.print: training_step")
+        return original(self, batch)
+
+    monkeypatch.setattr(classifier.ImageClassifier, "training_step", training_step)
+    measured = break_it.print_(tf.distribute.get_strategy())
+    captured = capfd.readouterr()
+    output = captured.out + captured.err
+    assert measured["steps"] == 4
+    assert output.count("python print: training_step") == 2  # Two traces, not four steps.
+    assert output.count("tf.print: training_step") == 4      # One per step.
+    # The page shows the lines as a terminal interleaves them; stdout and stderr are captured
+    # apart here, so each line's count is compared.
+    expected = documented("print-broken")
+    for line in set(expected):
+        assert output.count(line) == expected.count(line), line
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _two_replica_process():
+    """Starts tests/exercises_run.py when the module's first test starts, so that it runs while
+    the 1-device exercises run here (those come first in this file)."""
+    process = subprocess.Popen([sys.executable, os.path.join(TESTS, "exercises_run.py")],
+                               cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+@pytest.fixture(scope="module")
+def two_replicas(_two_replica_process):
+    stdout, stderr = _two_replica_process.communicate(timeout=300)
+    assert _two_replica_process.returncode == 0, stderr[-4000:]
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 # ---- 1. The loss divided by the replica's batch: --selftest fails ---------------------------------
@@ -122,62 +207,3 @@ def test_clipping_each_replica_before_the_sum_lets_a_larger_update_through(two_r
     output, measured = two_replicas["clip_broken"]
     assert_prints("clip-broken", output)
     assert measured["update_norm"] > 1.1 * break_it.CLIP_NORM
-
-
-# ---- 4. Evaluation with training=True ---------------------------------------------------------------
-
-def _evaluate_in_training_mode(self, batch):
-    """ImageClassifier._evaluate with the exercise's change: training=True."""
-    images, labels = batch
-    logits = self(images, training=True)
-    self.log("loss", self._per_example_loss(labels, logits))
-    self.log("accuracy", classifier._correct(labels, logits))  # pylint: disable=protected-access
-
-
-def test_evaluation_leaves_batchnorm_statistics_alone(capsys):
-    measured = break_it.batchnorm(tf.distribute.get_strategy())
-    assert_prints("batchnorm-kept", capsys.readouterr().out)
-    assert measured["moved"] == 0 and measured["first"] == measured["second"]
-
-
-def test_evaluating_in_training_mode_moves_batchnorm_statistics(capsys, monkeypatch):
-    kept = break_it.batchnorm(tf.distribute.get_strategy())
-    capsys.readouterr()
-    monkeypatch.setattr(classifier.ImageClassifier, "_evaluate", _evaluate_in_training_mode)
-    measured = break_it.batchnorm(tf.distribute.get_strategy())
-    assert_prints("batchnorm-broken", capsys.readouterr().out)
-    assert measured["moved"] > 1e-4
-    # Batch statistics, not the learned ones: the same weights score differently.
-    assert abs(measured["first"] - kept["first"]) > 0.05
-
-
-# ---- 5. print inside the step ---------------------------------------------------------------------
-
-def test_without_prints_the_step_prints_nothing(capfd):
-    measured = break_it.print_(tf.distribute.get_strategy())
-    captured = capfd.readouterr()
-    assert measured["steps"] == 4
-    assert "training_step" not in captured.out + captured.err
-    assert_prints("print-kept", captured.out)
-
-
-def test_python_print_runs_when_traced_and_tf_print_at_every_step(capfd, monkeypatch):
-    original = classifier.ImageClassifier.training_step
-
-    def training_step(self, batch):  # The exercise's two added lines, then the step.
-        print("python print: training_step")
-        tf.print("tf.print: training_step")
-        return original(self, batch)
-
-    monkeypatch.setattr(classifier.ImageClassifier, "training_step", training_step)
-    measured = break_it.print_(tf.distribute.get_strategy())
-    captured = capfd.readouterr()
-    output = captured.out + captured.err
-    assert measured["steps"] == 4
-    assert output.count("python print: training_step") == 2  # Two traces, not four steps.
-    assert output.count("tf.print: training_step") == 4      # One per step.
-    # The page shows the lines as a terminal interleaves them; stdout and stderr are captured
-    # apart here, so each line's count is compared.
-    expected = documented("print-broken")
-    for line in set(expected):
-        assert output.count(line) == expected.count(line), line
