@@ -10,8 +10,11 @@
 
 `on_train_batch_end` runs at host-loop boundaries: a traced call runs many steps, and the host
 sees the run only between calls. `step` is the optimizer step count at that point. Callbacks get
-what they need through `logs`; to stop the run they call `trainer.request_stop(reason)` (the
-Trainer stops after the current loop call, saves a checkpoint and reports the reason).
+the run's numbers through `logs`; some also use the Trainer's objects through `self.trainer`,
+always between calls, never inside the graph (SamplePredictions runs the model on a few images,
+EarlyStopping copies and restores the weights, LearningRateMonitor reads the optimizer). To stop
+the run they call `trainer.request_stop(reason)` (the Trainer stops after the current loop call,
+saves a checkpoint and reports the reason).
 
 State that a resumed run needs (early-stopping counters, best scores, time used) goes into the
 run's checkpoints through `state_dict`/`load_state_dict`; larger state (a copy of the weights)
