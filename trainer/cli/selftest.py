@@ -175,7 +175,7 @@ def _loss_denominator_check(strategy, module, reference, datamodule):
     mean_loss = _first_batch_loss(tf.distribute.get_strategy(), reference, datamodule)
     if replicas > 1:
         note = (f"(dividing by the per-replica batch, {datamodule.batch_size // replicas}, "
-                f"would give {loss * replicas:.4f}, {replicas}x the mean {mean_loss:.4f})")
+                f"would give {mean_loss * replicas:.4f}, {replicas}x the mean {mean_loss:.4f})")
     else:
         note = "(with one replica both denominators are the same: this cannot tell them apart)"
     return Check(f"loss denominator is the global batch ({datamodule.batch_size}): first batch's "
