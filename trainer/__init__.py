@@ -5,6 +5,7 @@ The loop, where `ls trainer/` shows it:
 - `module.py`: `Module`, the LightningModule analogue, and the `LogBook` behind `Module.log`.
 - `trainer.py`: `Trainer`, the public API and the host loop (plain Python).
 - `steps.py`: every function the loop traces with `tf.function`: the math of a step.
+- `evaluation.py`: validation, test and prediction passes, the host side.
 - `config.py`: `LoopConfig` and `StepConfig`, the Trainer's settings.
 - `schedule.py`: when things happen, in optimizer steps; `datasets.py`: the data per strategy.
 - `optimization.py`: clipping, accumulation and fp16 loss scaling on all-reduced gradients.

@@ -8,6 +8,19 @@ its worker's pipeline.
 import tensorflow as tf
 
 
+def prepare(datamodule, strategy, *, overfit_batches: int = 0) -> None:
+    """Prepares and sets up `datamodule` (narrowed to `overfit_batches` training batches, if
+    any) and checks that its global batch splits evenly over the strategy's replicas."""
+    datamodule.prepare_data()
+    datamodule.setup()
+    if overfit_batches:
+        datamodule.overfit(overfit_batches)
+    replicas = strategy.num_replicas_in_sync
+    if datamodule.batch_size % replicas:
+        raise ValueError(f"batch_size ({datamodule.batch_size}) must be divisible by the number "
+                         f"of replicas ({replicas})")
+
+
 class DistributedData:
     """Builds and caches the distributed datasets of one DataModule under one strategy.
 

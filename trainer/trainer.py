@@ -4,6 +4,7 @@ Read `fit` top to bottom: it is the host loop, plain Python, between calls of tr
 The math of a step, and everything else that runs inside a `tf.function`, is in trainer/steps.py.
 """
 
+import contextlib
 import signal
 import time
 
@@ -15,6 +16,7 @@ from trainer import checkpointing
 from trainer import config as config_lib
 from trainer import datasets
 from trainer import distribute
+from trainer import evaluation
 from trainer import faults
 from trainer import optimization
 from trainer import precision as precision_lib
@@ -149,7 +151,7 @@ class Trainer:
                         "completing the end phase")
         else:
             self._train(start_epoch, steps_done, start_time)
-        self._average_replica_copies()
+        self.evaluator.average_replica_copies()
         last_epoch_logs = {k: v for k, v in (self.history[-1] if self.history else {}).items()
                            if k not in ("epoch", "step")}
         if not self.stop_reason:
@@ -176,16 +178,14 @@ class Trainer:
         self._setup(module, datamodule)
         self.data.require("test")
         faults.reached("test")
+        with self.averaged_weights() if averaged_weights else contextlib.nullcontext():
+            logs = self.evaluator.evaluate("test", limit=self.loop_config.limit_test_batches)
         if not averaged_weights:
-            logs = self._evaluate("test", limit=self.loop_config.limit_test_batches)
             logs = {f"live_{name}": value for name, value in logs.items()}
-            self._print("test, live weights | "
-                        + reporting.format_logs(reporting.metrics_only(logs)))
-            return logs
-        with self.averaged_weights():
-            logs = self._evaluate("test", limit=self.loop_config.limit_test_batches)
-        self._print("test | " + reporting.format_logs(reporting.metrics_only(logs)))
-        self._call("on_test_end", logs)
+        self._print(("test | " if averaged_weights else "test, live weights | ")
+                    + reporting.format_logs(reporting.metrics_only(logs)))
+        if averaged_weights:
+            self._call("on_test_end", logs)
         return logs
 
     def predict(self, module, datamodule, *, stage: str = "predict") -> np.ndarray:
@@ -194,12 +194,8 @@ class Trainer:
         replica. That is dataset order when the batches are slices of global batches, as those
         of `ImageClassificationData.predict_dataset` always are (data/image_classification.py)."""
         self._setup(module, datamodule)
-        dataset = self.data.evaluation(stage)
-        if dataset is None:
-            raise ValueError(f"the datamodule has no {stage} data ({stage}_dataset is None)")
-        predict_step = self.step_functions.traced("predict", self.step_functions.predict_step)
         with self.averaged_weights():
-            return np.concatenate([predict_step(batch).numpy() for batch in dataset])
+            return self.evaluator.predict(stage)
 
     def averaged_weights(self):
         """A context in which the module holds the optimizer's moving averages of its weights
@@ -213,14 +209,8 @@ class Trainer:
         """Prepares the data and creates the module's variables and optimizer, once per module."""
         if module is self.module and datamodule is self.datamodule:
             return
-        datamodule.prepare_data()
-        datamodule.setup()
-        if self.loop_config.overfit_batches:
-            datamodule.overfit(self.loop_config.overfit_batches)
-        replicas = self.strategy.num_replicas_in_sync
-        if datamodule.batch_size % replicas:
-            raise ValueError(f"batch_size ({datamodule.batch_size}) must be divisible by the "
-                             f"number of replicas ({replicas})")
+        datasets.prepare(datamodule, self.strategy,
+                         overfit_batches=self.loop_config.overfit_batches)
         precision_lib.check_module(module, self.step_config.precision)
         micro_batches = self.step_config.accumulate_grad_batches
         self.steps_per_epoch = schedule_lib.optimizer_steps_per_epoch(
@@ -248,6 +238,8 @@ class Trainer:
         self.data = datasets.DistributedData(self.strategy, datamodule,
                                              limits=self.loop_config.limit,
                                              micro_batches=micro_batches)
+        self.evaluator = evaluation.Evaluator(self.strategy, module, datamodule, self.data,
+                                              self.step_functions)
         module.logbook.create_for(self.strategy, "train", module.training_step,
                                   datamodule.train_dataset)
         if self.checkpointer:
@@ -330,7 +322,7 @@ class Trainer:
         """Validates; during fit (`epoch` given) the validated weights are ranked at once."""
         faults.reached("validation")
         with self.averaged_weights():  # The model that validation, ranking and export see.
-            logs = self._evaluate("val", limit=self.loop_config.limit_val_batches)
+            logs = self.evaluator.evaluate("val", limit=self.loop_config.limit_val_batches)
             if epoch is not None:
                 self._rank(epoch, logs, validation=True)
         self._call("on_validation_end", logs)  # After ranking: a callback may change weights.
@@ -346,37 +338,10 @@ class Trainer:
     def _sanity_check(self):
         """Runs a few validation batches before training, so a broken `validation_step` fails now."""
         batches = self.loop_config.num_sanity_val_steps
-        logs = self._evaluate("val", limit=batches)
+        logs = self.evaluator.evaluate("val", limit=batches)
         self.module.logbook.reset("val")
         self._print(f"sanity check: {batches} validation batch(es) ran | "
                     + reporting.format_logs(reporting.metrics_only(logs)))
-
-    def _evaluate(self, stage, limit=None):
-        """Runs the stage's step hook over its dataset (at most `limit` batches); returns the
-        `<stage>_*` means."""
-        hook = {"val": self.module.validation_step, "test": self.module.test_step}[stage]
-        dataset = self.data.evaluation(stage, limit)
-        if not self.module.logbook.metrics[stage]:
-            make_dataset = {"val": self.datamodule.val_dataset,
-                            "test": self.datamodule.test_dataset}[stage]
-            self.module.logbook.create_for(self.strategy, stage, hook, make_dataset)
-        self._average_replica_copies()
-        self.module.logbook.reset(stage)
-        functions = self.step_functions
-        eval_loop = functions.traced(stage, lambda iterator: functions.eval_loop(stage, hook,
-                                                                                 iterator))
-        start_time = time.perf_counter()
-        eval_loop(iter(dataset))  # A fresh iterator: every example exactly once.
-        return {**self.module.logbook.results(stage),
-                f"{stage}_seconds": time.perf_counter() - start_time}
-
-    def _average_replica_copies(self):
-        """Every replica gets the mean of the replicas' BatchNorm statistics before the model is
-        evaluated or saved: without synchronized BatchNorm the copies drift apart, and only one
-        copy would be evaluated or saved (docs/pitfalls.md#8). A no-op on one replica."""
-        functions = self.step_functions
-        if self.strategy.num_replicas_in_sync > 1 and functions.averaged_variables:
-            functions.traced("average_replica_copies", functions.average_replica_copies)()
 
     # ---- Checkpoints and stopping ----------------------------------------------------------------
 
@@ -416,7 +381,7 @@ class Trainer:
         step = self.global_step
         if not self.checkpointer or self._saved_step == step:
             return
-        self._average_replica_copies()
+        self.evaluator.average_replica_copies()
         self.module.logbook.even_out("train", self.strategy)  # As a restore would leave them.
         path = self.checkpointer.save(step)
         self._saved_step = step
