@@ -5,6 +5,7 @@ import json
 import os
 
 from conftest import run_main_mocked, run_python
+from flags import model as model_flags
 
 
 def test_main_trains_tests_and_writes_results(tmp_model_dir):
@@ -55,8 +56,8 @@ BAD_INPUT = {
                           "batch_size (15) must be divisible by the number of replicas (2)"),
     "zero epochs": (["--epochs=0"], "--epochs=0"),
     # absl's lower_bound=0 alone lets nan through: every comparison with nan is false.
-    "nan learning rate": (["--learning_rate=nan"],
-                          "--learning_rate=nan: must be a finite number, not nan or inf"),
+    "inf learning rate": (["--learning_rate=inf"],
+                          "--learning_rate=inf: must be a finite number > 0, or 'auto'"),
     "extra argument": (["surprise"], "unexpected positional arguments: surprise"),
 }
 
@@ -111,3 +112,10 @@ def test_a_diverged_run_exits_non_zero_with_strict_results_and_no_export(tmp_pat
 
 def _reject(constant):
     raise ValueError(f"not strict JSON: {constant}")
+
+
+def test_the_learning_rate_flag_takes_a_finite_positive_number_or_auto():
+    for text in ("3e-4", "1", "auto"):
+        assert model_flags._is_learning_rate(text), text
+    for text in ("nan", "inf", "-inf", "0", "-1e-3", "fast", ""):
+        assert not model_flags._is_learning_rate(text), text
