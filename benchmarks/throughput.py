@@ -28,6 +28,8 @@ How it measures:
   (repeat r starts with contender r mod n), so slow phases of this shared machine hit all of
   them. Ratios are paired: contender / fit within the same repeat; the median and range of
   those ratios are reported, along with median images/s.
+- Besides wall time, each child reports its own CPU time (user + sys) over the window: images
+  per CPU-second is less sensitive to other processes competing for the cores.
 - Data: the same 4,096 synthetic uint8 32x32x3 images and labels, through the same
   `data.ArrayImageData(...).train_dataset(...)` pipeline (stateless reshuffle every 64 batches,
   uint8 -> float32 per batch), batch 64, for both contenders.
@@ -81,7 +83,7 @@ class _Windows:
     def __init__(self, protocol, warmup, window):
         self.protocol = protocol
         self.target, self.window = warmup, window
-        self.start_time = self.start_position = None
+        self.start_time = self.start_cpu = self.start_position = None
 
     def at_sync(self, position):
         if position < self.target:
@@ -90,12 +92,13 @@ class _Windows:
             self._send({"ready": position})
         else:
             self._send({"units": position - self.start_position,
-                        "seconds": time.perf_counter() - self.start_time})
+                        "seconds": time.perf_counter() - self.start_time,
+                        "cpu_seconds": time.process_time() - self.start_cpu})
         if sys.stdin.readline().strip() != "go":  # "quit" (or the parent is gone)
             self._send({"max_rss_mb": _peak_rss_mb()})
             os._exit(0)
         self.start_position, self.target = position, position + self.window
-        self.start_time = time.perf_counter()
+        self.start_time, self.start_cpu = time.perf_counter(), time.process_time()
 
     def _send(self, message):
         self.protocol.write(json.dumps(message) + "\n")
@@ -213,11 +216,11 @@ class _Contender:
         self._receive()  # {"ready": position}
 
     def window(self):
-        """Trains one window; returns (steps or epochs, seconds)."""
+        """Trains one window; returns (steps or epochs, wall seconds, CPU seconds of the child)."""
         self.process.stdin.write("go\n")
         self.process.stdin.flush()
         reply = self._receive()
-        return reply["units"], reply["seconds"]
+        return reply["units"], reply["seconds"], reply["cpu_seconds"]
 
     def close(self):
         """Stops the child; returns its peak resident memory in MB."""
@@ -237,21 +240,25 @@ class _Contender:
 
 
 def _measure(model_name, mode, args, names):
-    """Runs the repeats; returns {name: [images/s per repeat]} and {name: peak RSS MB}."""
+    """Runs the repeats; returns {name: [images/s per repeat]}, {name: [images per CPU-second
+    per repeat]} and {name: peak RSS MB}."""
     contenders = {}
     for name in names:  # One at a time: a warming child must not slow a measured one.
         contenders[name] = _Contender(name, model_name, mode, args)
     speeds = {name: [] for name in names}
+    cpu_speeds = {name: [] for name in names}
     for repeat in range(args.repeats):
         order = names[repeat % len(names):] + names[:repeat % len(names)]
         for name in order:
-            units, seconds = contenders[name].window()
+            units, seconds, cpu_seconds = contenders[name].window()
             steps = units if mode == "steady" else units * NUM_IMAGES // BATCH_SIZE
             speeds[name].append(steps * BATCH_SIZE / seconds)
+            cpu_speeds[name].append(steps * BATCH_SIZE / cpu_seconds)
             print(f"  {mode} {model_name} repeat {repeat + 1}/{args.repeats} {name}: "
-                  f"{steps} steps in {seconds:.2f} s = {speeds[name][-1]:,.0f} img/s", flush=True)
+                  f"{steps} steps in {seconds:.2f} s = {speeds[name][-1]:,.0f} img/s "
+                  f"({cpu_seconds:.2f} CPU-s = {cpu_speeds[name][-1]:,.0f} img/CPU-s)", flush=True)
     peaks = {name: contender.close() for name, contender in contenders.items()}
-    return speeds, peaks
+    return speeds, cpu_speeds, peaks
 
 
 def _paired(speeds, name, baseline):
@@ -259,7 +266,7 @@ def _paired(speeds, name, baseline):
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
-def _report(model_name, mode, args, speeds, peaks, flops, peak_flops):
+def _report(model_name, mode, args, speeds, cpu_speeds, peaks, flops, peak_flops):
     window = (f"{args.window_steps} steps" if mode == "steady" else
               f"{args.window_epochs or WINDOW_EPOCHS[model_name]} epochs of "
               f"{NUM_IMAGES // BATCH_SIZE} steps")
@@ -277,6 +284,10 @@ def _report(model_name, mode, args, speeds, peaks, flops, peak_flops):
     if "trainer-bf16" in speeds and "fit-bf16" in speeds:
         print("trainer-bf16 / fit-bf16: {:.2f} [{:.2f}-{:.2f}]".format(
             *_paired(speeds, "trainer-bf16", "fit-bf16")))
+    if "fit" in speeds:  # Less sensitive to other processes on the machine than wall time.
+        print("images per CPU-second of the child, paired vs fit: " + ", ".join(
+            "{} {:.2f} [{:.2f}-{:.2f}]".format(name, *_paired(cpu_speeds, name, "fit"))
+            for name in cpu_speeds if name != "fit"))
 
 
 def training_flops_per_image(model_name):
@@ -342,8 +353,8 @@ def main():
     for mode in args.mode.split(","):
         for model_name in args.models.split(","):
             flops = training_flops_per_image(model_name)
-            speeds, peaks = _measure(model_name, mode, args, names)
-            _report(model_name, mode, args, speeds, peaks, flops, peak_flops)
+            speeds, cpu_speeds, peaks = _measure(model_name, mode, args, names)
+            _report(model_name, mode, args, speeds, cpu_speeds, peaks, flops, peak_flops)
             if "trainer" in speeds and "fit" in speeds and (mode == "steady" or
                                                             model_name not in ratios):
                 ratios[model_name] = _paired(speeds, "trainer", "fit")[0]
