@@ -94,15 +94,20 @@ class _Windows:
             self._send({"units": position - self.start_position,
                         "seconds": time.perf_counter() - self.start_time,
                         "cpu_seconds": time.process_time() - self.start_cpu})
-        if sys.stdin.readline().strip() != "go":  # "quit" (or the parent is gone)
-            self._send({"max_rss_mb": _peak_rss_mb()})
+        command = sys.stdin.readline().strip()
+        if command != "go":  # "quit", or "" when the parent is gone
+            if command == "quit":
+                self._send({"max_rss_mb": _peak_rss_mb()})
             os._exit(0)
         self.start_position, self.target = position, position + self.window
         self.start_time, self.start_cpu = time.perf_counter(), time.process_time()
 
     def _send(self, message):
-        self.protocol.write(json.dumps(message) + "\n")
-        self.protocol.flush()
+        try:
+            self.protocol.write(json.dumps(message) + "\n")
+            self.protocol.flush()
+        except BrokenPipeError:  # The parent is gone.
+            os._exit(1)
 
 
 def _peak_rss_mb():
@@ -320,6 +325,16 @@ def matmul_peak_flops():
     return best
 
 
+def _native_bf16():
+    """Whether this CPU has bfloat16 instructions (Linux); without them bf16 is emulated, slowly."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:
+        return None
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
 def _parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="sequential,functional")
@@ -349,6 +364,9 @@ def main():
     peak_flops = matmul_peak_flops()
     print(f"TensorFlow {tf.__version__}, Keras {tf.keras.version()}, {os.cpu_count()} CPU cores; "
           f"float32 matmul peak {peak_flops / 1e9:.0f} GFLOP/s", flush=True)
+    if any(name.endswith("-bf16") for name in names) and _native_bf16() is False:
+        print("note: this CPU has no bfloat16 instructions (avx512_bf16/amx_bf16): the bf16 "
+              "contenders run emulated", flush=True)
     ratios = {}
     for mode in args.mode.split(","):
         for model_name in args.models.split(","):
