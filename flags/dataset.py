@@ -18,6 +18,12 @@ BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", 64,
     "Global batch size in examples: summed over all replicas, so each replica gets "
     "batch_size / replicas. Must be divisible by the number of replicas.", lower_bound=1)
+EVAL_BATCH_SIZE = flags.DEFINE_integer(
+    "eval_batch_size", None,
+    "Global batch size of validation, test and prediction, summed over all replicas (default: 4 x "
+    "--batch_size). Evaluation keeps no activations for gradients, so a larger batch costs little "
+    "memory and takes fewer steps. Every example is evaluated exactly once, the partial last "
+    "batch kept. Must be divisible by the number of replicas.", lower_bound=1)
 TRAIN_SPLIT = flags.DEFINE_string(
     "train_split", "train", "TFDS split to train on, e.g. 'train' or 'train[:90%]'.")
 VAL_SPLIT = flags.DEFINE_string(

@@ -32,8 +32,9 @@ quiet.import_tensorflow()
 from trainer import callbacks
 from trainer.config import LoopConfig, StepConfig
 from trainer.module import Module
-from trainer.trainer import AnomalyDetected, Trainer, TrainingDiverged, TrainingInterrupted
+from trainer.trainer import (AnomalyDetected, Trainer, TrainingDiverged, TrainingInterrupted,
+                             check_batch_sizes)
 from trainer.vision.classifier import ImageClassifier
 
-__all__ = ["AnomalyDetected", "ImageClassifier", "LoopConfig", "Module", "StepConfig", "Trainer",
+__all__ = ["AnomalyDetected", "check_batch_sizes", "ImageClassifier", "LoopConfig", "Module", "StepConfig", "Trainer",
            "TrainingDiverged", "TrainingInterrupted", "callbacks"]

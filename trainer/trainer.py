@@ -30,6 +30,19 @@ AnomalyDetected = stopping.AnomalyDetected
 TrainingDiverged = stopping.TrainingDiverged
 
 
+def check_batch_sizes(datamodule, replicas: int) -> None:
+    """Every replica gets an equal share of each full global batch, in training and evaluation.
+
+    Raises:
+        ValueError: naming the setting, its value and the rule.
+    """
+    for name in ("batch_size", "eval_batch_size"):
+        value = getattr(datamodule, name, None)
+        if value is not None and value % replicas:
+            raise ValueError(f"{name} ({value}) must be divisible by the number of replicas "
+                             f"({replicas}): each replica gets {name} / replicas examples")
+
+
 class Trainer:
     """Fits, validates, tests and predicts with a `Module` under a `tf.distribute` strategy.
 
@@ -217,10 +230,7 @@ class Trainer:
         datamodule.setup()
         if self.loop_config.overfit_batches:
             datamodule.overfit(self.loop_config.overfit_batches)
-        replicas = self.strategy.num_replicas_in_sync
-        if datamodule.batch_size % replicas:
-            raise ValueError(f"batch_size ({datamodule.batch_size}) must be divisible by the "
-                             f"number of replicas ({replicas})")
+        check_batch_sizes(datamodule, self.strategy.num_replicas_in_sync)
         precision_lib.check_module(module, self.step_config.precision)
         micro_batches = self.step_config.accumulate_grad_batches
         self.steps_per_epoch = schedule_lib.optimizer_steps_per_epoch(
