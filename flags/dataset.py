@@ -48,3 +48,9 @@ AUGMENT = flags.DEFINE_boolean(
     "augment", False,
     "Augment training batches: random horizontal flip and random crop after 4 pixels of zero "
     "padding, seeded per epoch and batch (a resumed run sees the same batches). Off in evaluation.")
+CACHE_DIR = flags.DEFINE_string(
+    "cache_dir", None,
+    "Directory for a decoded-example cache that later runs reuse: the first run decodes each "
+    "split once (PNG records for CIFAR-10) and saves the uint8 examples there; later runs load "
+    "them, so epoch 1 trains at full speed. Keyed by dataset, version, split, input pipeline and "
+    "the prepared files; a change builds a new entry. Default: no cache (decode every run).")

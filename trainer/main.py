@@ -377,6 +377,7 @@ def _datamodule() -> data.TFDSImageData:
         val_split=run_flags.dataset.VAL_SPLIT.value,
         test_split=run_flags.dataset.TEST_SPLIT.value,
         predict_split=run_flags.dataset.PREDICT_SPLIT.value,
+        cache_dir=run_flags.dataset.CACHE_DIR.value,
         batch_size=run_flags.dataset.BATCH_SIZE.value,
         eval_batch_size=_eval_batch_size(),
         seed=run_flags.training.SEED.value,
