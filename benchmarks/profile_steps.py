@@ -9,7 +9,9 @@ defaults), warmed for 64 steps; then TensorFlow's profiler traces --steps steps 
 threads of the host plane) are summed per op type. Printed per model: wall seconds of the traced
 window, total op time per step of each contender, and the op types whose time per step differs
 most between them (Trainer minus fit), so a difference in throughput can be traced to ops
-(metric updates, loss reduction, copies, the input pipeline's ops) rather than guessed.
+(metric updates, loss reduction, copies, the input pipeline's ops) rather than guessed. Op time
+is summed over threads (it can exceed wall time on 2 cores), and the two contenders are traced
+one after the other: on a shared machine, compare op types, not a few percent of total.
 """
 
 import argparse
@@ -28,6 +30,10 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 WARMUP = 64
+# Events that contain other ops' events (function calls, loops, the executor's own spans): left
+# out, so that each op's time is counted once.
+_CONTAINERS = {"Process", "Run", "PartitionedCall", "StatefulPartitionedCall", "While", "If",
+               "StatelessIf", "StatelessWhile", "Case", "StatelessCase"}
 
 
 class _Traced:
@@ -83,7 +89,10 @@ def op_times(log_dir):
                 name = tf_op or metadata.name
                 if ":" not in name:  # Not an op of a graph (python, runtime, host events).
                     continue
-                totals[name.rsplit(":", 1)[1]] += event.duration_ps / 1e6
+                op_type = name.rsplit(":", 1)[1]
+                if op_type in _CONTAINERS or op_type.startswith("__"):
+                    continue
+                totals[op_type] += event.duration_ps / 1e6
     return totals
 
 

@@ -38,7 +38,8 @@ Modes:
 
     steady  one endless epoch; a window is --window_steps optimizer steps (default 800: the
             least common multiple of fit's 32 steps per execution and the Trainer's 50 steps
-            per loop call, so a window begins and ends at a sync point of both). No epoch
+            per loop call, so a window begins and ends at a sync point of both; any multiple
+            of 50 is accepted for shorter runs, fit then running up to 31 steps more). No epoch
             boundary falls inside a window; the data pipeline's reshuffle every 64 batches
             does, equally often for both.
     epochs  64-step epochs (the 4,096 images once); a window is --window_epochs whole epochs,
@@ -342,15 +343,18 @@ def _parse_args():
     parser.add_argument("--mode", default="steady", help="steady, epochs, or steady,epochs")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--window_steps", type=int, default=800,
-                        help="steady mode: steps per window (a multiple of 32 and of 50)")
+                        help="steady mode: steps per window; a multiple of 800 (of 32 and 50) "
+                             "ends every window at a sync point of both. Otherwise fit's window "
+                             "ends at its first sync point past it (images/s counts the steps "
+                             "actually run)")
     parser.add_argument("--window_epochs", type=int, default=None,
                         help="epochs mode: epochs per window (default: sequential 8, functional 2)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.window_steps % 800:
-        parser.error("--window_steps must be a multiple of 800 (of 32 and of 50), so that a "
-                     "window ends at a sync point of both fit and the Trainer")
+    if args.window_steps % 50:
+        parser.error("--window_steps must be a multiple of 50 (the Trainer's steps per loop "
+                     "call); a multiple of 800 also ends at a sync point of fit (32 steps)")
     return args
 
 
