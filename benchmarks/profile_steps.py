@@ -89,7 +89,7 @@ def op_times(log_dir):
                 name = tf_op or metadata.name
                 if ":" not in name:  # Not an op of a graph (python, runtime, host events).
                     continue
-                op_type = name.rsplit(":", 1)[1]
+                op_type = name.rsplit(":", 1)[1].strip()
                 if op_type in _CONTAINERS or op_type.startswith("__"):
                     continue
                 totals[op_type] += event.duration_ps / 1e6
