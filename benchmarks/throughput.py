@@ -1,118 +1,307 @@
-"""Training throughput: Keras `fit` against this project's `Trainer`, on the same model and data.
+"""Training throughput: Keras `fit` against this project's `Trainer`, measured identically.
 
-    python benchmarks/throughput.py [--repeats=3] [--models=sequential,functional]
+    python benchmarks/throughput.py [--models=sequential,functional] [--repeats=5]
+        [--mode=steady|epochs|steady,epochs] [--contenders=fit,trainer,trainer-bf16,fit-bf16]
 
-Everything runs in ONE process, contenders alternating within each repeat, because this machine
-is shared and noisy: a ratio taken within one run is meaningful, absolute numbers less so.
+Contenders (same network, optimizer, loss, batch and tf.data pipeline):
 
-    fit      Keras compile + fit: Adam(3e-4), sparse categorical cross-entropy on logits, accuracy,
-             steps_per_execution=32, jit_compile left at Keras' default ("auto")
-    default  Trainer.fit with the command line's defaults
-    best     Trainer.fit with the fastest flags measured here (--precision=bf16-mixed)
-    xla      Trainer.fit with --jit_compile (to measure XLA; off by default)
-    ckpt100  Trainer.fit with defaults plus a full checkpoint every 100 steps (checkpoint cost)
+    fit           Keras compile + fit: Adam(3e-4), SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], steps_per_execution=32, jit_compile left at Keras' default
+    trainer       trainer.Trainer with its defaults (steps_per_loop=100, log_every_n_steps=50:
+                  a traced loop call of 50 steps), no checkpoints
+    trainer-bf16  the same with precision="bf16-mixed" (Keras policy mixed_bfloat16)
+    fit-bf16      fit with the Keras policy mixed_bfloat16, so bf16 is compared with bf16 too
 
-All three read the same synthetic uint8 CIFAR-shaped images through the same tf.data pipeline
-(`data.ArrayImageData`), batch 64. Each measurement trains two epochs and times the second, so
-tracing and the first pass over the data are excluded. The last line is
-`ratio_vs_fit sequential=<x> functional=<y>`: default Trainer / fit, medians.
+How it measures:
+
+- Every contender runs in its OWN child process (this script with --child), started once per
+  model and kept alive across all repeats. It trains inside one long `fit` call; at each of its
+  host-sync points a callback (Keras: `on_train_batch_end` / `on_epoch_end` with
+  `float(logs["loss"])`; Trainer: a `trainer.callbacks.Callback`'s same hooks, which run after the
+  Trainer has read the step counter and the metrics) may end a window: the child then reports
+  the window's steps and seconds over stdout and blocks until the parent says "go" again. So
+  the device is idle at both ends of every window, and both contenders are timed between the
+  same kind of point: a completed, synced loop call.
+- Warm before the first window: traced, the data cached, one pass over the data (64 steps)
+  trained (steady mode), or one whole epoch trained (epochs mode).
+- Each repeat times one window of every contender, one after another, in a rotated order
+  (repeat r starts with contender r mod n), so slow phases of this shared machine hit all of
+  them. Ratios are paired: contender / fit within the same repeat; the median and range of
+  those ratios are reported, along with median images/s.
+- Besides wall time, each child reports its own CPU time (user + sys) over the window: images
+  per CPU-second is less sensitive to other processes competing for the cores.
+- Data: the same 4,096 synthetic uint8 32x32x3 images and labels, through the same
+  `data.ArrayImageData(...).train_dataset(...)` pipeline (stateless reshuffle every 64 batches,
+  uint8 -> float32 per batch), batch 64, for both contenders.
+
+Modes:
+
+    steady  one endless epoch; a window is --window_steps optimizer steps (default 800: the
+            least common multiple of fit's 32 steps per execution and the Trainer's 50 steps
+            per loop call, so a window begins and ends at a sync point of both; any multiple
+            of 50 is accepted for shorter runs, fit then running up to 31 steps more). No epoch
+            boundary falls inside a window; the data pipeline's reshuffle every 64 batches
+            does, equally often for both.
+    epochs  64-step epochs (the 4,096 images once); a window is --window_epochs whole epochs,
+            from one on_epoch_end to a later one, so it includes each epoch's begin and end
+            work (metric resets and reads, iterator hand-over, epoch logs) as real epochs do.
+
+FLOPs per training image are counted by TF's profiler from the layer shapes (forward x 3), and
+images/s x FLOPs is printed as a fraction of this machine's float32 matmul peak (2048x2048,
+measured at start). The last line is `ratio_vs_fit sequential=<x> functional=<y>`: the median
+paired ratio trainer / fit in steady mode (in epochs mode if steady was not run).
 """
 
 import argparse
+import json
 import os
 import resource
-import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow.python.profiler import model_analyzer  # noqa: E402
-from tensorflow.python.profiler import option_builder  # noqa: E402
-
-import data  # noqa: E402
-import layers  # noqa: E402
-import trainer  # noqa: E402
-from trainer import checkpointing  # noqa: E402
-from trainer import precision  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 BATCH_SIZE = 64
-STEPS_PER_EPOCH = {"sequential": 200, "functional": 60}
+NUM_IMAGES = 4096  # 64 steps per pass over the data
+ENDLESS = 10**9  # steps per epoch (steady) or epochs (epochs mode): the parent stops the child
+CONTENDERS = ("fit", "trainer", "trainer-bf16", "fit-bf16")
+WINDOW_EPOCHS = {"sequential": 8, "functional": 2}  # about 10 s each here
 
 
-def _datamodule(steps):
+# ---- The child: one contender, trained until told to quit ----------------------------------
+
+class _Windows:
+    """Times windows between host-sync points and talks to the parent between them.
+
+    `at_sync(position)` is called at every sync point with the steps (steady) or epochs done.
+    """
+
+    def __init__(self, protocol, warmup, window):
+        self.protocol = protocol
+        self.target, self.window = warmup, window
+        self.start_time = self.start_cpu = self.start_position = None
+
+    def at_sync(self, position):
+        if position < self.target:
+            return
+        if self.start_time is None:
+            self._send({"ready": position})
+        else:
+            self._send({"units": position - self.start_position,
+                        "seconds": time.perf_counter() - self.start_time,
+                        "cpu_seconds": time.process_time() - self.start_cpu})
+        command = sys.stdin.readline().strip()
+        if command != "go":  # "quit", or "" when the parent is gone
+            if command == "quit":
+                self._send({"max_rss_mb": _peak_rss_mb()})
+            os._exit(0)
+        self.start_position, self.target = position, position + self.window
+        self.start_time, self.start_cpu = time.perf_counter(), time.process_time()
+
+    def _send(self, message):
+        try:
+            self.protocol.write(json.dumps(message) + "\n")
+            self.protocol.flush()
+        except BrokenPipeError:  # The parent is gone.
+            os._exit(1)
+
+
+def _peak_rss_mb():
+    """This process's peak resident memory. /proc's VmHWM, not ru_maxrss: Linux carries
+    ru_maxrss over an exec, so a child would report its (large) parent's peak."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(args):
+    """Trains `args.child` on `args.model`, reporting windows over the original stdout."""
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # Anything else printed goes to the log, not into the protocol.
+    import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")
+    tf.keras.utils.set_random_seed(0)
+    if args.child.endswith("-bf16"):
+        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")  # Before any layer.
+    steady = args.mode == "steady"
+    windows = _Windows(protocol, warmup=64 if steady else 1,
+                       window=args.window_steps if steady else args.window_epochs)
+    run = _run_fit if args.child.startswith("fit") else _run_trainer
+    run(args.model, steady, windows, bf16=args.child.endswith("-bf16"))
+
+
+def _datamodule(steady):
+    import numpy as np
+    import data
+
+    class EndlessEpoch(data.ArrayImageData):
+        """The same data, but the Trainer's epoch never ends (steady mode)."""
+
+        def steps_per_epoch(self):
+            return ENDLESS
+
     rng = np.random.default_rng(0)
-    num_examples = steps * BATCH_SIZE
-    images = rng.integers(0, 256, (num_examples, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, num_examples)
-    return data.ArrayImageData(train=(images, labels), num_classes=10, batch_size=BATCH_SIZE)
+    images = rng.integers(0, 256, (NUM_IMAGES, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, NUM_IMAGES)
+    kind = EndlessEpoch if steady else data.ArrayImageData
+    return kind(train=(images, labels), num_classes=10, batch_size=BATCH_SIZE)
 
 
 def _network(model_name):
+    import layers
     return layers.build_cnn(model_name, input_shape=(32, 32, 3), num_classes=10)
 
 
-class _EpochTimer(tf.keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+def _run_fit(model_name, steady, windows, bf16):
+    import tensorflow as tf
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds = time.perf_counter() - self.start
+    class Sync(tf.keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            float(logs["loss"])  # A host sync (Keras has already made one: it pythonifies logs).
+            if steady:
+                windows.at_sync(batch + 1)  # `batch`: the execution's last step in the epoch
 
+        def on_epoch_end(self, epoch, logs=None):
+            float(logs["loss"])
+            if not steady:
+                windows.at_sync(epoch + 1)
 
-def run_fit(model_name, steps):
-    """Images/s of Keras fit's second epoch."""
+    del bf16  # The policy was set before the network was built.
     model = _network(model_name)
     model.compile(optimizer=tf.keras.optimizers.Adam(3e-4),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], steps_per_execution=32)
-    dataset = _datamodule(steps).train_dataset(tf.distribute.InputContext())
-    timer = _EpochTimer()
-    model.fit(dataset, epochs=2, steps_per_epoch=steps, callbacks=[timer], verbose=0,
-              shuffle=False)
-    return steps * BATCH_SIZE / timer.seconds
+    dataset = _datamodule(steady).train_dataset(tf.distribute.InputContext())
+    model.fit(dataset, epochs=1 if steady else ENDLESS,
+              steps_per_epoch=ENDLESS if steady else NUM_IMAGES // BATCH_SIZE,
+              callbacks=[Sync()], verbose=0)
 
 
-def run_trainer(model_name, steps, precision_name="32", steps_per_loop=100, jit_compile=False,
-                checkpoint_every=0):
-    """Images/s of Trainer.fit's second epoch."""
-    precision.set_precision(precision_name)
-    checkpoint_dir = tempfile.mkdtemp(prefix="throughput-")
-    try:
-        module = trainer.ImageClassifier(_network(model_name), learning_rate=3e-4)
-        checkpointer = (checkpointing.Checkpointer(checkpoint_dir, every_n_steps=checkpoint_every)
-                        if checkpoint_every else None)
-        # Loop calls of steps_per_loop steps, as measured: logging cadence matched to it.
-        fitter = trainer.Trainer(epochs=2, steps_per_loop=steps_per_loop,
-                                 log_every_n_steps=steps_per_loop, precision=precision_name,
-                                 jit_compile=jit_compile, checkpointer=checkpointer,
-                                 enable_progress_bar=False, enable_model_summary=False)
-        fitter.fit(module, _datamodule(steps))
-    finally:
-        precision.set_precision("32")
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    return fitter.history[-1]["train_images_per_s"]
+def _run_trainer(model_name, steady, windows, bf16):
+    import trainer
+
+    class Sync(trainer.callbacks.Callback):
+        def on_train_batch_end(self, step, logs):
+            if steady:  # The Trainer has read optimizer.iterations and the metrics: synced.
+                windows.at_sync(step)
+
+        def on_epoch_end(self, epoch, logs):
+            if not steady:
+                windows.at_sync(epoch + 1)
+
+    module = trainer.ImageClassifier(_network(model_name), learning_rate=3e-4)
+    fitter = trainer.Trainer(epochs=1 if steady else ENDLESS, callbacks=[Sync()],
+                             precision="bf16-mixed" if bf16 else "32",
+                             enable_progress_bar=False, enable_model_summary=False)
+    fitter.fit(module, _datamodule(steady))
 
 
-CONTENDERS = {
-    "fit": run_fit,
-    "default": run_trainer,
-    "best": lambda model_name, steps: run_trainer(model_name, steps, precision_name="bf16-mixed"),
-    "xla": lambda model_name, steps: run_trainer(model_name, steps, jit_compile=True),
-    # Checkpoints every 100 steps: about 4x more often than the default cadence (1000 steps and
-    # every epoch end, 781 steps on CIFAR-10), so its cost bounds the default's from above.
-    "ckpt100": lambda model_name, steps: run_trainer(model_name, steps, checkpoint_every=100),
-}
+# ---- The parent: starts the children, drives the repeats, reports ----------------------------
+
+class _Contender:
+    """A child process training one contender, warmed up and waiting for "go"."""
+
+    def __init__(self, name, model_name, mode, args):
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"throughput-{name}-", suffix=".log")
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), f"--child={name}",
+             f"--model={model_name}", f"--mode={mode}", f"--window_steps={args.window_steps}",
+             f"--window_epochs={args.window_epochs or WINDOW_EPOCHS[model_name]}"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=ROOT)
+        self._receive()  # {"ready": position}
+
+    def window(self):
+        """Trains one window; returns (steps or epochs, wall seconds, CPU seconds of the child)."""
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        reply = self._receive()
+        return reply["units"], reply["seconds"], reply["cpu_seconds"]
+
+    def close(self):
+        """Stops the child; returns its peak resident memory in MB."""
+        self.process.stdin.write("quit\n")
+        self.process.stdin.flush()
+        peak = self._receive()["max_rss_mb"]
+        self.process.wait()
+        self.log.close()
+        return peak
+
+    def _receive(self):
+        line = self.process.stdout.readline()
+        if not line:
+            self.log.seek(0)
+            sys.exit(f"{self.name} child failed:\n{self.log.read()[-4000:]}")
+        return json.loads(line)
+
+
+def _measure(model_name, mode, args, names):
+    """Runs the repeats; returns {name: [images/s per repeat]}, {name: [images per CPU-second
+    per repeat]} and {name: peak RSS MB}."""
+    contenders = {}
+    for name in names:  # One at a time: a warming child must not slow a measured one.
+        contenders[name] = _Contender(name, model_name, mode, args)
+    speeds = {name: [] for name in names}
+    cpu_speeds = {name: [] for name in names}
+    for repeat in range(args.repeats):
+        order = names[repeat % len(names):] + names[:repeat % len(names)]
+        for name in order:
+            units, seconds, cpu_seconds = contenders[name].window()
+            steps = units if mode == "steady" else units * NUM_IMAGES // BATCH_SIZE
+            speeds[name].append(steps * BATCH_SIZE / seconds)
+            cpu_speeds[name].append(steps * BATCH_SIZE / cpu_seconds)
+            print(f"  {mode} {model_name} repeat {repeat + 1}/{args.repeats} {name}: "
+                  f"{steps} steps in {seconds:.2f} s = {speeds[name][-1]:,.0f} img/s "
+                  f"({cpu_seconds:.2f} CPU-s = {cpu_speeds[name][-1]:,.0f} img/CPU-s)", flush=True)
+    peaks = {name: contender.close() for name, contender in contenders.items()}
+    return speeds, cpu_speeds, peaks
+
+
+def _paired(speeds, name, baseline):
+    ratios = [a / b for a, b in zip(speeds[name], speeds[baseline])]
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def _report(model_name, mode, args, speeds, cpu_speeds, peaks, flops, peak_flops):
+    window = (f"{args.window_steps} steps" if mode == "steady" else
+              f"{args.window_epochs or WINDOW_EPOCHS[model_name]} epochs of "
+              f"{NUM_IMAGES // BATCH_SIZE} steps")
+    print(f"\n{mode} mode, {model_name}: windows of {window}, batch {BATCH_SIZE}, "
+          f"{args.repeats} repeats; {flops / 1e6:.1f} MFLOP per training image")
+    print(f"{'contender':<14}{'median img/s':>13}{'range':>16}{'vs fit: median [range]':>26}"
+          f"{'of peak':>9}{'child RSS':>11}")
+    for name, values in speeds.items():
+        median = statistics.median(values)
+        spread = f"{min(values):,.0f}-{max(values):,.0f}"
+        ratio = "" if "fit" not in speeds else "{:.2f} [{:.2f}-{:.2f}]".format(
+            *_paired(speeds, name, "fit"))
+        print(f"{name:<14}{median:>13,.0f}{spread:>16}{ratio:>26}"
+              f"{median * flops / peak_flops:>9.1%}{peaks[name]:>8,.0f} MB")
+    if "trainer-bf16" in speeds and "fit-bf16" in speeds:
+        print("trainer-bf16 / fit-bf16: {:.2f} [{:.2f}-{:.2f}]".format(
+            *_paired(speeds, "trainer-bf16", "fit-bf16")))
+    if "fit" in speeds:  # Less sensitive to other processes on the machine than wall time.
+        print("images per CPU-second of the child, paired vs fit: " + ", ".join(
+            "{} {:.2f} [{:.2f}-{:.2f}]".format(name, *_paired(cpu_speeds, name, "fit"))
+            for name in cpu_speeds if name != "fit"))
 
 
 def training_flops_per_image(model_name):
     """Forward FLOPs of one image counted by TF's profiler from the layer shapes, times 3
     (the backward pass costs about twice the forward: gradients for inputs and for weights)."""
+    import tensorflow as tf
+    from tensorflow.python.profiler import model_analyzer
+    from tensorflow.python.profiler import option_builder
     model = _network(model_name)
     forward = tf.function(lambda images: model(images, training=False))
     graph = forward.get_concrete_function(tf.TensorSpec([1, 32, 32, 3], tf.float32)).graph
@@ -123,6 +312,7 @@ def training_flops_per_image(model_name):
 
 def matmul_peak_flops():
     """Best float32 FLOP/s of a 2048x2048 matmul on this machine, now."""
+    import tensorflow as tf
     a = tf.random.normal([2048, 2048])
     matmul = tf.function(lambda a: tf.matmul(a, a))
     matmul(a).numpy()
@@ -136,39 +326,61 @@ def matmul_peak_flops():
     return best
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--models", default="sequential,functional")
-    args = parser.parse_args()
-    tf.get_logger().setLevel("ERROR")
+def _native_bf16():
+    """Whether this CPU has bfloat16 instructions (Linux); without them bf16 is emulated, slowly."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:
+        return None
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
 
-    peak = matmul_peak_flops()
-    print(f"TensorFlow {tf.__version__}, Keras {tf.keras.__version__ if hasattr(tf.keras, '__version__') else ''}, "
-          f"{os.cpu_count()} CPU cores; float32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+
+def _parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="sequential,functional")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--mode", default="steady", help="steady, epochs, or steady,epochs")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--window_steps", type=int, default=800,
+                        help="steady mode: steps per window; a multiple of 800 (of 32 and 50) "
+                             "ends every window at a sync point of both. Otherwise fit's window "
+                             "ends at its first sync point past it (images/s counts the steps "
+                             "actually run)")
+    parser.add_argument("--window_epochs", type=int, default=None,
+                        help="epochs mode: epochs per window (default: sequential 8, functional 2)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.window_steps % 50:
+        parser.error("--window_steps must be a multiple of 50 (the Trainer's steps per loop "
+                     "call); a multiple of 800 also ends at a sync point of fit (32 steps)")
+    return args
+
+
+def main():
+    args = _parse_args()
+    if args.child:
+        return _child(args)
+    import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")
+    names = args.contenders.split(",")
+    peak_flops = matmul_peak_flops()
+    print(f"TensorFlow {tf.__version__}, Keras {tf.keras.version()}, {os.cpu_count()} CPU cores; "
+          f"float32 matmul peak {peak_flops / 1e9:.0f} GFLOP/s", flush=True)
+    if any(name.endswith("-bf16") for name in names) and _native_bf16() is False:
+        print("note: this CPU has no bfloat16 instructions (avx512_bf16/amx_bf16): the bf16 "
+              "contenders run emulated", flush=True)
     ratios = {}
-    for model_name in args.models.split(","):
-        steps = STEPS_PER_EPOCH[model_name]
-        flops = training_flops_per_image(model_name)
-        speeds = {name: [] for name in CONTENDERS}
-        for repeat in range(args.repeats):
-            for name, run in CONTENDERS.items():
-                speeds[name].append(run(model_name, steps))
-                print(f"  {model_name} repeat {repeat + 1}/{args.repeats} {name}: "
-                      f"{speeds[name][-1]:,.0f} img/s", flush=True)
-        fit_median = statistics.median(speeds["fit"])
-        print(f"\n{model_name}: {flops / 1e6:.1f} MFLOP per training image, "
-              f"{steps} steps of {BATCH_SIZE} per timed epoch, {args.repeats} repeats")
-        print(f"{'contender':<10}{'median img/s':>14}{'range':>20}{'vs fit':>9}{'of peak':>10}")
-        for name, values in speeds.items():
-            median = statistics.median(values)
-            spread = f"{min(values):,.0f}-{max(values):,.0f}"
-            print(f"{name:<10}{median:>14,.0f}{spread:>20}{median / fit_median:>8.2f}x"
-                  f"{median * flops / peak:>10.1%}")
-        ratios[model_name] = statistics.median(speeds["default"]) / fit_median
-        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"peak resident memory of this process so far: {peak_rss_mb:,.0f} MB\n")
-    print("ratio_vs_fit " + " ".join(f"{name}={ratio:.2f}" for name, ratio in ratios.items()))
+    for mode in args.mode.split(","):
+        for model_name in args.models.split(","):
+            flops = training_flops_per_image(model_name)
+            speeds, cpu_speeds, peaks = _measure(model_name, mode, args, names)
+            _report(model_name, mode, args, speeds, cpu_speeds, peaks, flops, peak_flops)
+            if "trainer" in speeds and "fit" in speeds and (mode == "steady" or
+                                                            model_name not in ratios):
+                ratios[model_name] = _paired(speeds, "trainer", "fit")[0]
+    print("\nratio_vs_fit " + " ".join(f"{name}={ratio:.2f}" for name, ratio in ratios.items()))
 
 
 if __name__ == "__main__":

@@ -76,18 +76,27 @@ class ImageClassificationData(datamodule.DataModule):
             Evaluation is never augmented.
         data_order: "shard" or "global" (see the module docstring); in "global" order the
             augmentation is drawn per global batch, so it too is the same on any cluster.
+        eval_batch_size: global batch size of validation, test and prediction (all replicas
+            together; None: `batch_size`). Evaluation keeps no activations for gradients, so it
+            can afford a larger batch: fewer, bigger steps. Every example is still evaluated
+            exactly once, the partial last batch kept.
     """
 
     def __init__(self, *, batch_size: int = 64, seed: int = 0, shuffle_buffer_size: int = 50_000,
-                 augment: bool = False, data_order: str = "shard"):
+                 augment: bool = False, data_order: str = "shard",
+                 eval_batch_size: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size ({batch_size}) must be a positive number of examples")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size ({eval_batch_size}) must be a positive number of "
+                             "examples (or None: batch_size)")
         if shuffle_buffer_size < 1:
             raise ValueError(f"shuffle_buffer_size ({shuffle_buffer_size}) must be positive")
         if data_order not in DATA_ORDERS:
             raise ValueError(f"data_order ({data_order!r}) must be one of {list(DATA_ORDERS)}")
         self.data_order = data_order
         self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
         self.seed = seed
         self.shuffle_buffer_size = shuffle_buffer_size
         self.augment = augment
@@ -170,7 +179,8 @@ class ImageClassificationData(datamodule.DataModule):
         # A run resumed mid-epoch skips the batches its first epoch had already trained on.
         return batches.skip(skip_batches * replicas_per_pipeline)
 
-    def _in_data_order(self, ctx, make_batches, data_order=None, parallel_calls=None):
+    def _in_data_order(self, ctx, make_batches, data_order=None, parallel_calls=None,
+                       global_batch_size=None):
         """The float batches of `ctx`'s pipeline, from `make_batches(context)`'s uint8 batches,
         cast in `parallel_calls` parallel calls (None: one at a time).
 
@@ -183,7 +193,7 @@ class ImageClassificationData(datamodule.DataModule):
         else:
             batches = make_batches(_ONE_DEVICE)
             if batches is not None:
-                batches = _replica_slices(batches, ctx, self.batch_size)
+                batches = _replica_slices(batches, ctx, global_batch_size or self.batch_size)
         if batches is None:
             return None
         return _without_autotune(
@@ -243,14 +253,19 @@ class ImageClassificationData(datamodule.DataModule):
         data_order = "global" if stage == "predict" else None
         return self._in_data_order(
             ctx, lambda context: self._evaluation_batches(stage, context, limit_batches),
-            data_order=data_order)
+            data_order=data_order, global_batch_size=self._evaluation_batch_size(stage))
+
+    def _evaluation_batch_size(self, stage):
+        """The global batch of `stage`'s passes: overfitting validates on exactly the training
+        batches; everything else is evaluated in batches of `eval_batch_size`."""
+        return self.batch_size if stage == "val" and self.overfit_batches else self.eval_batch_size
 
     def _evaluation_batches(self, stage, ctx, limit_batches):
         overfit = stage == "val" and self.overfit_batches  # Validate on the batches being overfit.
         examples = self._read("train" if overfit else stage, ctx)
         if examples is None:
             return None
-        batch_size = ctx.get_per_replica_batch_size(self.batch_size)
+        batch_size = ctx.get_per_replica_batch_size(self._evaluation_batch_size(stage))
         replicas_per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
         if overfit:
             limit_batches = min(limit_batches or self.overfit_batches, self.overfit_batches)

@@ -7,6 +7,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data import datamodule
+from data import decoded_cache
 from data import image_classification
 
 
@@ -24,19 +25,23 @@ class TFDSImageData(image_classification.ImageClassificationData):
         train_split, val_split, test_split: TFDS split strings such as "train[:90%]"; an empty
             string for val/test means no such stage.
         predict_split: the split `predict_dataset` reads; "" means the test split.
+        cache_dir: a directory for decoded examples that later runs read instead of decoding
+            the dataset's PNG/JPEG records again (data/decoded_cache.py); keyed by dataset,
+            version, split, input pipeline and the prepared files. None: decode every run.
         **pipeline_kwargs: `batch_size`, `seed`, `shuffle_buffer_size`, `augment`, `data_order`
             (see ImageClassificationData).
     """
 
     def __init__(self, *, name: str = "cifar10", data_dir: str | None = None, download: bool = True,
                  train_split: str = "train", val_split: str = "test", test_split: str = "test",
-                 predict_split: str = "", **pipeline_kwargs):
+                 predict_split: str = "", cache_dir: str | None = None, **pipeline_kwargs):
         super().__init__(**pipeline_kwargs)
         if not train_split:
             raise ValueError("train_split ('') must name a TFDS split, e.g. 'train'")
         self.name = name
         self.data_dir = os.path.expanduser(data_dir) if data_dir else None
         self.download = download
+        self.cache_dir = os.path.expanduser(cache_dir) if cache_dir else None
         self.splits = {"train": train_split, "val": val_split, "test": test_split,
                        "predict": predict_split or test_split}
         self._counts: dict[str, int] = {}
@@ -101,6 +106,15 @@ class TFDSImageData(image_classification.ImageClassificationData):
         if ctx.num_input_pipelines > 1:  # Never in global order, which reads the whole split.
             # Shard by examples, not files: CIFAR-10 stores each split in a single file.
             split = tfds.even_splits(split, n=ctx.num_input_pipelines)[ctx.input_pipeline_id]
+        if not self.cache_dir:
+            return self._decode(split)
+        key = {"dataset": self.name, "version": str(self._builder.version),
+               "split": str(split), "pipeline": ctx.input_pipeline_id,
+               "pipelines": ctx.num_input_pipelines, "source": _source_files(self._builder)}
+        return decoded_cache.cached(lambda: self._decode(split), self.cache_dir, key)
+
+    def _decode(self, split):
+        """The (uint8 image, label) examples of `split`, read and decoded from the TFDS files."""
         return self._builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
 
     def damage_report(self, error: tf.errors.OpError) -> DamagedDatasetError | None:
@@ -123,6 +137,17 @@ class TFDSImageData(image_classification.ImageClassificationData):
             f"dataset {self.name!r} in {directory} is damaged: {what}. Prepare it again: delete "
             f"{directory} and run again with downloading on (--download, the default), or run "
             f"tfds build {self.name} --data_dir={data_dir}")
+
+
+def _source_files(builder) -> list[list]:
+    """[name, size] of each file of the prepared dataset: preparing it again changes the key."""
+    directory = str(builder.data_dir)
+    try:
+        names = sorted(tf.io.gfile.listdir(directory))
+    except tf.errors.OpError:
+        return []
+    return [[name, tf.io.gfile.stat(os.path.join(directory, name)).length] for name in names
+            if not tf.io.gfile.isdir(os.path.join(directory, name))]
 
 
 def _damaged_files(builder) -> dict[str, str]:

@@ -18,6 +18,12 @@ BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", 64,
     "Global batch size in examples: summed over all replicas, so each replica gets "
     "batch_size / replicas. Must be divisible by the number of replicas.", lower_bound=1)
+EVAL_BATCH_SIZE = flags.DEFINE_integer(
+    "eval_batch_size", None,
+    "Global batch size of validation, test and prediction, summed over all replicas (default: 4 x "
+    "--batch_size). Evaluation keeps no activations for gradients, so a larger batch costs little "
+    "memory and takes fewer steps. Every example is evaluated exactly once, the partial last "
+    "batch kept. Must be divisible by the number of replicas.", lower_bound=1)
 TRAIN_SPLIT = flags.DEFINE_string(
     "train_split", "train", "TFDS split to train on, e.g. 'train' or 'train[:90%]'.")
 VAL_SPLIT = flags.DEFINE_string(
@@ -42,3 +48,9 @@ AUGMENT = flags.DEFINE_boolean(
     "augment", False,
     "Augment training batches: random horizontal flip and random crop after 4 pixels of zero "
     "padding, seeded per epoch and batch (a resumed run sees the same batches). Off in evaluation.")
+CACHE_DIR = flags.DEFINE_string(
+    "cache_dir", None,
+    "Directory for a decoded-example cache that later runs reuse: the first run decodes each "
+    "split once (PNG records for CIFAR-10) and saves the uint8 examples there; later runs load "
+    "them, so epoch 1 trains at full speed. Keyed by dataset, version, split, input pipeline and "
+    "the prepared files; a change builds a new entry. Default: no cache (decode every run).")

@@ -51,11 +51,12 @@ def main():
     images = rng.integers(0, 256, size=(196, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, size=196)
     # 128 training examples = 4 steps of 32 per epoch (also with --batch_size=8
-    # --accumulate_grad_batches=4); 68 validation examples end in a partial batch.
+    # --accumulate_grad_batches=4); 68 validation examples are evaluated in batches of 24 (12 per
+    # replica on 2): 24, 24 and a partial 20.
     datamodule = data.ArrayImageData(train=(images[:128], labels[:128]),
                                      val=(images[128:], labels[128:]),
                                      test=(images[128:], labels[128:]), num_classes=10,
-                                     batch_size=args.batch_size, seed=1,
+                                     batch_size=args.batch_size, seed=1, eval_batch_size=24,
                                      shuffle_buffer_size=1 if args.no_shuffle else 50_000)
     datamodule.setup()
     fitter = trainer.Trainer(strategy=strategy, epochs=args.epochs, steps_per_loop=3,

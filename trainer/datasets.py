@@ -10,15 +10,25 @@ import tensorflow as tf
 
 def prepare(datamodule, strategy, *, overfit_batches: int = 0) -> None:
     """Prepares and sets up `datamodule` (narrowed to `overfit_batches` training batches, if
-    any) and checks that its global batch splits evenly over the strategy's replicas."""
+    any) and checks that its global batches split evenly over the strategy's replicas."""
     datamodule.prepare_data()
     datamodule.setup()
     if overfit_batches:
         datamodule.overfit(overfit_batches)
-    replicas = strategy.num_replicas_in_sync
-    if datamodule.batch_size % replicas:
-        raise ValueError(f"batch_size ({datamodule.batch_size}) must be divisible by the number "
-                         f"of replicas ({replicas})")
+    check_batch_sizes(datamodule, strategy.num_replicas_in_sync)
+
+
+def check_batch_sizes(datamodule, replicas: int) -> None:
+    """Every replica gets an equal share of each full global batch, in training and evaluation.
+
+    Raises:
+        ValueError: naming the setting, its value and the rule.
+    """
+    for name in ("batch_size", "eval_batch_size"):
+        value = getattr(datamodule, name, None)
+        if value is not None and value % replicas:
+            raise ValueError(f"{name} ({value}) must be divisible by the number of replicas "
+                             f"({replicas}): each replica gets {name} / replicas examples")
 
 
 class DistributedData:

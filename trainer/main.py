@@ -48,6 +48,8 @@ from trainer.vision import plots
 from trainer.vision import predictions
 from trainer.vision import loggers as vision_loggers
 
+EVAL_BATCH_MULTIPLE = 4  # --eval_batch_size's default, in training batches
+
 # `--help` lists the key flags of the main module: make every flag of flags/ one of them.
 for _flags_module in (run_flags.model, run_flags.dataset, run_flags.training,
                       run_flags.optimization, run_flags.run_control, run_flags.output,
@@ -381,13 +383,21 @@ def _datamodule() -> data.TFDSImageData:
         val_split=run_flags.dataset.VAL_SPLIT.value,
         test_split=run_flags.dataset.TEST_SPLIT.value,
         predict_split=run_flags.dataset.PREDICT_SPLIT.value,
+        cache_dir=run_flags.dataset.CACHE_DIR.value,
         batch_size=run_flags.dataset.BATCH_SIZE.value,
+        eval_batch_size=_eval_batch_size(),
         seed=run_flags.training.SEED.value,
         augment=run_flags.dataset.AUGMENT.value,
         data_order=run_flags.dataset.DATA_ORDER.value)
     datamodule.prepare_data()
     datamodule.setup()  # Reads the image shape and class count the network is built for.
     return datamodule
+
+
+def _eval_batch_size() -> int:
+    """--eval_batch_size, by default 4 x --batch_size: evaluation keeps no gradients."""
+    return (run_flags.dataset.EVAL_BATCH_SIZE.value
+            or EVAL_BATCH_MULTIPLE * run_flags.dataset.BATCH_SIZE.value)
 
 
 def _prepare_model_dir_on_chief(strategy, model_dir):
@@ -465,7 +475,7 @@ def _plan(strategy) -> explain.Plan:
         devices=tuple(distribute.replica_devices(strategy)),
         workers=distribute.num_workers(strategy), worker_index=distribute.worker_index(strategy),
         is_chief=distribute.is_chief(strategy), replicas=strategy.num_replicas_in_sync,
-        global_batch=datamodule.batch_size,
+        global_batch=datamodule.batch_size, eval_batch=datamodule.eval_batch_size,
         steps_per_epoch=schedule.optimizer_steps_per_epoch(
             datamodule.steps_per_epoch(),
             limit_train_batches=run_flags.run_control.LIMIT_TRAIN_BATCHES.value,

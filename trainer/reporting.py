@@ -23,6 +23,10 @@ def plan_lines(trainer) -> list[str]:
              f"replica{micro}, on {distribute.num_workers(strategy)} worker(s) | "
              f"{trainer.steps_per_epoch} steps per epoch | {epochs} epochs"
              + (f" | at most {max_steps} steps" if max_steps else "")]
+    eval_batch_size = getattr(datamodule, "eval_batch_size", batch_size)
+    if eval_batch_size != batch_size:
+        lines.append(f"evaluation batch {eval_batch_size} = {replicas} replica(s) x "
+                     f"{eval_batch_size // replicas} per replica (no gradients: a larger batch)")
     dropped = getattr(datamodule, "dropped_per_epoch", lambda: 0)()
     if dropped and not trainer.loop_config.limit_train_batches:
         lines.append(f"{dropped} training examples per epoch do not fill a global batch and are "

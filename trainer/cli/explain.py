@@ -40,17 +40,20 @@ class Plan:
     checkpoint_dir: str
     cluster_source: str | None = None    # where the cluster came from: TF_CONFIG or a SLURM step
     cluster_tasks: tuple[str, ...] = ()  # "worker 0 at host:port", this process's marked
+    eval_batch: int | None = None        # examples per evaluation step, all replicas (None: global_batch)
 
 
 def explain(plan: Plan) -> str:
     """The plan as labelled lines, one topic each (see `TOPICS`), for someone new to tf.distribute.
 
     Raises:
-        ValueError: if the global batch does not divide among the replicas.
+        ValueError: if the global batch or the evaluation batch does not divide among the
+            replicas.
     """
-    if plan.global_batch % plan.replicas:
-        raise ValueError(f"batch_size ({plan.global_batch}) must be divisible by the number of "
-                         f"replicas ({plan.replicas})")
+    for flag, value in (("batch_size", plan.global_batch), ("eval_batch_size", plan.eval_batch)):
+        if value is not None and value % plan.replicas:
+            raise ValueError(f"{flag} ({value}) must be divisible by the number of replicas "
+                             f"({plan.replicas}): each replica gets {flag} / replicas examples")
     lines = ["the plan (--explain: nothing is trained)"]
     for label, describe in TOPICS:
         text = describe(plan)
@@ -91,6 +94,11 @@ def _batch(plan: Plan) -> str:
     if plan.step.accumulate_grad_batches > 1:
         text += (f" Gradients of {plan.step.accumulate_grad_batches} global batches add up to one "
                  f"optimizer step of {plan.global_batch * plan.step.accumulate_grad_batches} examples.")
+    eval_batch = plan.eval_batch or plan.global_batch
+    text += (f" Validation, test and prediction run in global batches of {eval_batch} = "
+             f"{plan.replicas} x {eval_batch // plan.replicas} (--eval_batch_size; no gradients "
+             f"are kept, so evaluation affords a larger batch), every example exactly once, the "
+             f"partial last batch kept.")
     return text
 
 
