@@ -44,6 +44,20 @@ def random_images(num_examples, shape=(32, 32, 3), num_classes=10, seed=0):
     return images, labels
 
 
+def input_context(num_pipelines=1, pipeline_id=0, replicas=1):
+    """The `tf.distribute.InputContext` one input pipeline of a cluster would be given."""
+    return tf.distribute.InputContext(num_input_pipelines=num_pipelines,
+                                      input_pipeline_id=pipeline_id,
+                                      num_replicas_in_sync=replicas)
+
+
+def labelled_by_id(num_examples):
+    """4x4 images whose first pixel holds the example's id, so each example can be recognised."""
+    images = np.zeros((num_examples, 4, 4, 1), np.uint8)
+    images[:, 0, 0, 0] = np.arange(num_examples)
+    return images, np.arange(num_examples) % 3
+
+
 def quadrant_data(num_examples, seed):
     """8x8 images where the label is the bright quadrant: easy to learn, impossible to guess."""
     rng = np.random.default_rng(seed)

@@ -6,20 +6,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import data
-from conftest import random_images
-
-
-def _context(num_pipelines=1, pipeline_id=0, replicas=1):
-    return tf.distribute.InputContext(num_input_pipelines=num_pipelines,
-                                      input_pipeline_id=pipeline_id,
-                                      num_replicas_in_sync=replicas)
-
-
-def _labelled_by_id(num_examples):
-    """Images whose first pixel holds the example's id, so each example can be recognised."""
-    images = np.zeros((num_examples, 4, 4, 1), np.uint8)
-    images[:, 0, 0, 0] = np.arange(num_examples)
-    return images, np.arange(num_examples) % 3
+from conftest import input_context, labelled_by_id, random_images
 
 
 def _ids(dataset, take=None):
@@ -34,61 +21,61 @@ def test_tfds_batches_are_float_images_in_unit_range(tmp_path, name, shape):
         module.prepare_data()
         module.setup()
         assert module.input_shape == shape and module.num_classes == 10
-        images, labels = next(iter(module.train_dataset(_context())))
+        images, labels = next(iter(module.train_dataset(input_context())))
         assert images.shape == (16, *shape) and images.dtype == tf.float32
         assert labels.shape == (16,) and labels.dtype == tf.int32
         assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
         assert float(tf.reduce_max(images)) > 0.5  # Scaled from [0, 255], not [0, 1] twice.
-        val_sizes = [int(b[1].shape[0]) for b in module.val_dataset(_context())]
+        val_sizes = [int(b[1].shape[0]) for b in module.val_dataset(input_context())]
         assert val_sizes == [16, 16, 16, 2]  # The partial last batch is kept.
         assert module.steps_per_epoch() == 3
 
 
 def test_training_order_is_seeded_and_differs_per_epoch():
-    train = _labelled_by_id(64)
+    train = labelled_by_id(64)
     module = data.ArrayImageData(train=train, batch_size=8, seed=3)
-    epochs = _ids(module.train_dataset(_context()), take=16)
+    epochs = _ids(module.train_dataset(input_context()), take=16)
     first, second = epochs[:64], epochs[64:]
     assert sorted(first) == list(range(64)) and sorted(second) == list(range(64))
     assert first != second and first != list(range(64))
     again = data.ArrayImageData(train=train, batch_size=8, seed=3)
-    assert _ids(again.train_dataset(_context()), take=16) == epochs
+    assert _ids(again.train_dataset(input_context()), take=16) == epochs
     other_seed = data.ArrayImageData(train=train, batch_size=8, seed=4)
-    assert _ids(other_seed.train_dataset(_context()), take=8) != first
+    assert _ids(other_seed.train_dataset(input_context()), take=8) != first
 
 
 def test_an_epoch_can_be_rebuilt_from_its_number():
-    module = data.ArrayImageData(train=_labelled_by_id(64), batch_size=8, seed=3)
-    epochs = _ids(module.train_dataset(_context()), take=24)
-    assert _ids(module.train_dataset(_context(), start_epoch=2), take=8) == epochs[128:]
+    module = data.ArrayImageData(train=labelled_by_id(64), batch_size=8, seed=3)
+    epochs = _ids(module.train_dataset(input_context()), take=24)
+    assert _ids(module.train_dataset(input_context(), start_epoch=2), take=8) == epochs[128:]
 
 
 def test_training_drops_the_remainder_but_each_epoch_a_different_one():
-    module = data.ArrayImageData(train=_labelled_by_id(70), batch_size=8, seed=0)
+    module = data.ArrayImageData(train=labelled_by_id(70), batch_size=8, seed=0)
     assert module.steps_per_epoch() == 8 and module.dropped_per_epoch() == 6
-    ids = _ids(module.train_dataset(_context()), take=16)
+    ids = _ids(module.train_dataset(input_context()), take=16)
     first, second = set(ids[:64]), set(ids[64:])
     assert len(first) == 64 and len(second) == 64 and first != second
 
 
 def test_evaluation_sees_every_example_exactly_once_across_input_pipelines():
-    val = _labelled_by_id(101)
+    val = labelled_by_id(101)
     module = data.ArrayImageData(train=val, val=val, batch_size=8)
     seen = []
     for pipeline in range(2):
-        seen += _ids(module.val_dataset(_context(2, pipeline, replicas=2)))
+        seen += _ids(module.val_dataset(input_context(2, pipeline, replicas=2)))
     assert sorted(seen) == list(range(101))
 
 
 def test_training_shards_are_disjoint_across_input_pipelines():
-    module = data.ArrayImageData(train=_labelled_by_id(64), batch_size=8)
-    shards = [set(_ids(module.train_dataset(_context(2, p, replicas=2)), take=8)) for p in range(2)]
+    module = data.ArrayImageData(train=labelled_by_id(64), batch_size=8)
+    shards = [set(_ids(module.train_dataset(input_context(2, p, replicas=2)), take=8)) for p in range(2)]
     assert len(shards[0]) == 32 and not shards[0] & shards[1]
 
 
 def test_per_replica_batch_is_the_global_batch_divided_by_replicas():
     module = data.ArrayImageData(train=random_images(64), batch_size=32)
-    images, _ = next(iter(module.train_dataset(_context(1, 0, replicas=4))))
+    images, _ = next(iter(module.train_dataset(input_context(1, 0, replicas=4))))
     assert images.shape[0] == 8
 
 
@@ -101,7 +88,7 @@ def test_bad_split_names_the_argument(tmp_path):
     with tfds.testing.mock_data(num_examples=10):
         module = data.TFDSImageData(name="cifar10", data_dir=str(tmp_path), val_split="")
         module.setup()
-        assert module.val_dataset(_context()) is None
+        assert module.val_dataset(input_context()) is None
 
 
 def test_a_split_the_dataset_lacks_is_named(real_data_dir):
@@ -137,7 +124,7 @@ def test_batch_size_must_be_positive_and_fit_an_epoch():
 
 
 def _first_batches(module, epoch, count=2):
-    batches = list(module.train_dataset(_context(), start_epoch=epoch).take(count))
+    batches = list(module.train_dataset(input_context(), start_epoch=epoch).take(count))
     return np.concatenate([images.numpy() for images, _ in batches])
 
 
@@ -153,11 +140,11 @@ def test_augmentation_is_seeded_per_epoch_and_keeps_shapes_and_range():
     assert not np.array_equal(epoch0, _first_batches(plain, 0))             # it does something
     assert not np.array_equal(_first_batches(augmented, 1), _first_batches(plain, 1))
     # Same examples in the same order as without augmentation: labels match, pixels differ.
-    labels = [l.numpy() for _, l in augmented.train_dataset(_context()).take(2)]
-    plain_labels = [l.numpy() for _, l in plain.train_dataset(_context()).take(2)]
+    labels = [l.numpy() for _, l in augmented.train_dataset(input_context()).take(2)]
+    plain_labels = [l.numpy() for _, l in plain.train_dataset(input_context()).take(2)]
     np.testing.assert_array_equal(np.concatenate(labels), np.concatenate(plain_labels))
     # Evaluation is never augmented.
-    for (a, _), (b, _) in zip(augmented.val_dataset(_context()), plain.val_dataset(_context())):
+    for (a, _), (b, _) in zip(augmented.val_dataset(input_context()), plain.val_dataset(input_context())):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 

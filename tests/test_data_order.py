@@ -9,18 +9,11 @@ import dataclasses
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import data
 import trainer
-from conftest import random_images, run_main_mocked
+from conftest import input_context, random_images, run_main_mocked
 from trainer.cli import explain
-
-
-def _context(num_pipelines=1, pipeline_id=0, replicas=1):
-    return tf.distribute.InputContext(num_input_pipelines=num_pipelines,
-                                      input_pipeline_id=pipeline_id,
-                                      num_replicas_in_sync=replicas)
 
 
 def _numbered(num_examples):
@@ -34,7 +27,7 @@ def _global_batches(make_dataset, num_pipelines, replicas, steps=None):
     """The global batches a cluster of `num_pipelines` pipelines and `replicas` replicas sees: at
     each step, every replica's batch in replica order (pipeline by pipeline), concatenated."""
     per_pipeline = replicas // num_pipelines
-    iterators = [iter(make_dataset(_context(num_pipelines, p, replicas)))
+    iterators = [iter(make_dataset(input_context(num_pipelines, p, replicas)))
                  for p in range(num_pipelines)]
     batches = []
     while steps is None or len(batches) < steps:

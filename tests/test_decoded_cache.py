@@ -8,13 +8,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import data
+from conftest import input_context
 from data import decoded_cache
-
-
-def _context(num_pipelines=1, pipeline_id=0, replicas=1):
-    return tf.distribute.InputContext(num_input_pipelines=num_pipelines,
-                                      input_pipeline_id=pipeline_id,
-                                      num_replicas_in_sync=replicas)
 
 
 @pytest.fixture
@@ -54,19 +49,19 @@ def _assert_same(a, b):
 def test_a_second_run_reads_the_cache_and_gets_identical_batches(tmp_path, decodes):
     with tfds.testing.mock_data(num_examples=40):
         uncached = _module(tmp_path, cache=False)
-        expected_train = _batches(uncached.train_dataset(_context()), 10)  # 2 epochs of 5
-        expected_val = _batches(uncached.val_dataset(_context()), 100)
+        expected_train = _batches(uncached.train_dataset(input_context()), 10)  # 2 epochs of 5
+        expected_val = _batches(uncached.val_dataset(input_context()), 100)
         assert decodes == ["train", "test"]
 
         first = _module(tmp_path)  # Writes the cache (decodes once) ...
-        _assert_same(_batches(first.train_dataset(_context()), 10), expected_train)
-        _assert_same(_batches(first.val_dataset(_context()), 100), expected_val)
+        _assert_same(_batches(first.train_dataset(input_context()), 10), expected_train)
+        _assert_same(_batches(first.val_dataset(input_context()), 100), expected_val)
         assert decodes == ["train", "test"] * 2
 
         second = _module(tmp_path)  # ... a later run reads it: no decoding.
-        _assert_same(_batches(second.train_dataset(_context()), 10), expected_train)
-        _assert_same(_batches(second.val_dataset(_context()), 100), expected_val)
-        _assert_same(_batches(second.test_dataset(_context()), 100), expected_val)  # same split
+        _assert_same(_batches(second.train_dataset(input_context()), 10), expected_train)
+        _assert_same(_batches(second.val_dataset(input_context()), 100), expected_val)
+        _assert_same(_batches(second.test_dataset(input_context()), 100), expected_val)  # same split
         assert decodes == ["train", "test"] * 2
     entries = sorted(os.listdir(tmp_path / "cache" / "cifar10"))
     assert len(entries) == 1  # one version directory
@@ -76,15 +71,15 @@ def test_a_second_run_reads_the_cache_and_gets_identical_batches(tmp_path, decod
 
 def test_another_split_or_input_pipeline_is_not_served_from_the_cache(tmp_path, decodes):
     with tfds.testing.mock_data(num_examples=40):
-        _module(tmp_path).train_dataset(_context())
-        _module(tmp_path, train_split="train[:50%]").train_dataset(_context())
+        _module(tmp_path).train_dataset(input_context())
+        _module(tmp_path, train_split="train[:50%]").train_dataset(input_context())
         assert decodes == ["train", "train[:50%]"]
         # Two input pipelines read halves of the split: cached per pipeline.
         module = _module(tmp_path)
-        halves = [module.train_dataset(_context(2, pipeline, replicas=2)) for pipeline in (0, 1)]
+        halves = [module.train_dataset(input_context(2, pipeline, replicas=2)) for pipeline in (0, 1)]
         assert len(decodes) == 4 and decodes[2] != decodes[3]
         for pipeline in (0, 1):
-            module.train_dataset(_context(2, pipeline, replicas=2))
+            module.train_dataset(input_context(2, pipeline, replicas=2))
         assert len(decodes) == 4
         del halves
 

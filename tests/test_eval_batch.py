@@ -2,28 +2,15 @@
 
 import dataclasses
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
 import data
 import trainer
-from conftest import quadrant_data, run_main_mocked, tiny_network
+from conftest import input_context, labelled_by_id, quadrant_data, run_main_mocked, tiny_network
 from test_data_order import _plan
 from trainer import datasets
 from trainer.cli import explain
-
-
-def _context(num_pipelines=1, pipeline_id=0, replicas=1):
-    return tf.distribute.InputContext(num_input_pipelines=num_pipelines,
-                                      input_pipeline_id=pipeline_id,
-                                      num_replicas_in_sync=replicas)
-
-
-def _labelled_by_id(num_examples):
-    images = np.zeros((num_examples, 4, 4, 1), np.uint8)
-    images[:, 0, 0, 0] = np.arange(num_examples)
-    return images, np.arange(num_examples) % 3
 
 
 def _batches(dataset):
@@ -35,12 +22,12 @@ def _batches(dataset):
 @pytest.mark.parametrize("data_order", ["shard", "global"])
 @pytest.mark.parametrize("pipelines, replicas", [(1, 1), (1, 2), (2, 2)])
 def test_evaluation_runs_in_eval_batches_each_example_once(data_order, pipelines, replicas):
-    examples = _labelled_by_id(101)
+    examples = labelled_by_id(101)
     module = data.ArrayImageData(train=examples, val=examples, batch_size=8, eval_batch_size=32,
                                  data_order=data_order)
     sizes, seen = [], []
     for pipeline in range(pipelines):
-        batches = _batches(module.val_dataset(_context(pipelines, pipeline, replicas)))
+        batches = _batches(module.val_dataset(input_context(pipelines, pipeline, replicas)))
         sizes.append([size for size, _ in batches])
         seen += [i for _, ids in batches for i in ids]
     assert sorted(seen) == list(range(101))  # every example once, the partial batch kept
@@ -50,28 +37,28 @@ def test_evaluation_runs_in_eval_batches_each_example_once(data_order, pipelines
 
 
 def test_eval_batch_size_defaults_to_batch_size_and_leaves_training_alone():
-    examples = _labelled_by_id(64)
+    examples = labelled_by_id(64)
     assert data.ArrayImageData(train=examples, batch_size=8).eval_batch_size == 8
     module = data.ArrayImageData(train=examples, val=examples, batch_size=8, eval_batch_size=64)
-    train = next(iter(module.train_dataset(_context())))
+    train = next(iter(module.train_dataset(input_context())))
     assert train[0].shape[0] == 8
-    assert [size for size, _ in _batches(module.val_dataset(_context()))] == [64]
+    assert [size for size, _ in _batches(module.val_dataset(input_context()))] == [64]
 
 
 def test_overfitting_validates_on_the_training_batches_whatever_the_eval_batch():
-    examples = _labelled_by_id(64)
+    examples = labelled_by_id(64)
     module = data.ArrayImageData(train=examples, batch_size=8, eval_batch_size=32)
     module.overfit(2)
-    assert [size for size, _ in _batches(module.val_dataset(_context()))] == [8, 8]
+    assert [size for size, _ in _batches(module.val_dataset(input_context()))] == [8, 8]
 
 
 def test_eval_batch_size_must_be_positive():
     with pytest.raises(ValueError, match=r"eval_batch_size \(0\) must be a positive number"):
-        data.ArrayImageData(train=_labelled_by_id(8), eval_batch_size=0)
+        data.ArrayImageData(train=labelled_by_id(8), eval_batch_size=0)
 
 
 def test_eval_batch_size_must_divide_among_the_replicas():
-    module = data.ArrayImageData(train=_labelled_by_id(8), batch_size=4, eval_batch_size=6)
+    module = data.ArrayImageData(train=labelled_by_id(8), batch_size=4, eval_batch_size=6)
     datasets.check_batch_sizes(module, 2)  # 6 = 2 x 3
     with pytest.raises(ValueError, match=r"eval_batch_size \(6\) must be divisible by the number "
                                          r"of replicas \(4\)"):

@@ -294,16 +294,17 @@ class Trainer:
         while step < end_step and not self.should_stop:
             loss, healthy = train_loop(iterator,
                                        tf.constant(self.schedule.steps_in_next_loop(step, epoch)))
-            previous_step, step = step, self.global_step  # Once per loop, never per step.
+            # The loss and the step count are read to the host once per loop call, never per step.
+            loss, previous_step, step = float(loss), step, self.global_step
             if self.step_config.detect_anomaly and not healthy:
-                raise AnomalyDetected.at(step, float(loss), self.checkpointer)
+                raise AnomalyDetected.at(step, loss, self.checkpointer)
             # Before anything is logged or saved: a diverged model must not overwrite a good one.
-            stopping.stop_if_diverged(float(loss), self.module.trainable_variables,
+            stopping.stop_if_diverged(loss, self.module.trainable_variables,
                                       first_step=previous_step + 1, step=step,
                                       checkpointer=self.checkpointer)
             now = time.perf_counter()
             self._call("on_train_batch_end", step, {
-                **self.module.logbook.results("train"), "loss": float(loss),
+                **self.module.logbook.results("train"), "loss": loss,
                 "images_per_s": (step - previous_step) * examples_per_step / (now - last_time)})
             last_time = now
             if self.schedule.validate_after_loop(step) and self.data.has("val"):
