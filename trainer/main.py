@@ -260,21 +260,14 @@ def _step_config() -> trainer.StepConfig:
 
 
 def _learning_rate() -> float | None:
-    """--learning_rate as a number, or None for 'auto': the rate --lr_find finds."""
+    """--learning_rate as a number, or None for 'auto': the rate --lr_find finds. (The flag's
+    validator, flags/model.py, has already refused anything but a finite rate > 0 or 'auto'.)"""
     text = run_flags.model.LEARNING_RATE.value
-    if text == "auto":
-        if not run_flags.optimization.LR_FIND.value:
-            raise ValueError("learning_rate ('auto') needs --lr_find, which finds the rate to "
-                             "train on")
-        return None
-    try:
-        rate = float(text)
-    except ValueError:
-        rate = 0.0
-    if not (rate > 0 and math.isfinite(rate)):
-        raise ValueError(f"learning_rate ({text!r}) must be a finite number > 0, or 'auto' with "
-                         "--lr_find")
-    return rate
+    if text != "auto":
+        return float(text)
+    if not run_flags.optimization.LR_FIND.value:
+        raise ValueError("learning_rate ('auto') needs --lr_find, which finds the rate to train on")
+    return None
 
 
 def _module(datamodule, learning_rate: float | None) -> trainer.ImageClassifier:
@@ -362,10 +355,9 @@ def _flags_text() -> str:
 def _write_flagfile(model_dir):
     """Writes `<model_dir>/flags.txt`: every flag of this run, to repeat it (the chief only)."""
     path = os.path.join(model_dir, FLAGFILE)
-    with open(path, "w") as f:
-        f.write(f"# The flags of the run in {model_dir}. Repeat it with\n"
-                f"#   python -m trainer.main --flagfile={path} --model_dir=<new directory>\n"
-                f"{_flags_text()}\n")
+    repeat = f"python -m trainer.main --flagfile={path} --model_dir=<new directory>"
+    files.write_text(path, f"# The flags of the run in {model_dir}. Repeat it with\n"
+                           f"#   {repeat}\n{_flags_text()}\n")
 
 
 def _model_dir() -> str:
