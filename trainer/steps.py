@@ -210,8 +210,9 @@ class StepFunctions:
 
 
 # At the end of the evaluation data some replicas receive an empty batch (fewer examples than
-# replicas are left). Hooks never see one: oneDNN convolutions on CPU return their input unchanged
-# for an empty batch, and a hook's metrics gain nothing from it anyway.
+# replicas are left). Hooks never see one: on CPU, oneDNN's convolution returns an empty batch's
+# input unchanged or fails ("input depth must be evenly divisible by filter depth"), depending on
+# the processor; and a hook's metrics gain nothing from an empty batch anyway.
 
 @contextlib.contextmanager
 @tf.autograph.experimental.do_not_convert
