@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import trainer
+from trainer import checkpointing
 from conftest import quadrant_data as _quadrant_data
 from conftest import quadrant_datamodule as _datamodule
 from conftest import tiny_network as _tiny_network
@@ -209,3 +210,34 @@ def test_validation_test_and_prediction_use_the_averaged_weights():
     assert live_test["live_test_loss"] == pytest.approx(live, rel=1e-5)
     np.testing.assert_allclose(fitter.predict(module, datamodule), averaged_probabilities,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_a_resumed_run_trains_on_the_learning_rate_it_is_configured_with(tmp_path):
+    # The checkpoint holds the optimizer's state (moments, step count) and, in Keras, its learning
+    # rate variable too; the rate is a setting, so the resumed run's configure_optimizers wins.
+    def run(epochs, learning_rate):
+        tf.keras.utils.set_random_seed(0)
+        rates = []
+        fitter = trainer.Trainer(epochs=epochs, steps_per_loop=4, enable_progress_bar=False,
+                                 enable_model_summary=False, num_sanity_val_steps=0,
+                                 callbacks=[_RateAtEachLoopCall(rates)],
+                                 checkpointer=checkpointing.Checkpointer(str(tmp_path / "ckpt")))
+        module = trainer.ImageClassifier(_tiny_network(), learning_rate=learning_rate)
+        fitter.fit(module, _datamodule())
+        return fitter.global_step, rates
+
+    steps, rates = run(epochs=1, learning_rate=1e-2)
+    assert steps == 16 and len(rates) == 4
+    np.testing.assert_allclose(rates, 1e-2)
+    steps, rates = run(epochs=2, learning_rate=3e-3)
+    assert steps == 32 and len(rates) == 4  # Resumed at step 16: one more epoch, not two.
+    np.testing.assert_allclose(rates, 3e-3)
+
+
+class _RateAtEachLoopCall(trainer.callbacks.Callback):
+    def __init__(self, rates):
+        super().__init__()
+        self.rates = rates
+
+    def on_train_batch_end(self, step, logs):
+        self.rates.append(float(self.trainer.optimizer.learning_rate))

@@ -106,6 +106,11 @@ class RunRecord(tf.train.experimental.PythonState):
         self.history.append({"epoch": epoch + 1, "step": step, **logs})
         self.epoch_validation = {}
 
+    def last_logs(self) -> dict:
+        """The last finished epoch's logs, without its epoch and step ({} before the first)."""
+        last = self.history[-1] if self.history else {}
+        return {key: value for key, value in last.items() if key not in ("epoch", "step")}
+
     def serialize(self) -> str:
         return json.dumps({"history": self.history, "epoch_validation": self.epoch_validation})
 

@@ -182,3 +182,20 @@ class Module(tf.keras.Model):
                 tf.add_n([tf.cast(term, tf.float32) for term in self.losses]))
             loss += regularization / self.micro_batches_per_step
         return loss
+
+
+def build_with_optimizer(module: Module, input_shape) -> tf.keras.optimizers.Optimizer:
+    """Creates `module`'s variables (one call on a dummy batch, unless it is built) and the
+    optimizer `configure_optimizers` returns, with its slots; returns the optimizer.
+
+    Call it inside `strategy.scope()`, so that every variable gets one copy per replica. The
+    slots are built now, eagerly: created lazily inside the distributed step they crash on
+    Keras 3.15 (docs/pitfalls.md#2).
+    """
+    if not module.built:
+        module(tf.zeros([1, *input_shape]), training=False)
+    optimizer = module.configure_optimizers()
+    if not isinstance(optimizer, tf.keras.optimizers.Optimizer):
+        raise TypeError(f"configure_optimizers() must return a tf.keras optimizer, got {optimizer!r}")
+    optimizer.build(module.trainable_variables)
+    return optimizer

@@ -17,6 +17,8 @@ apply. This module holds that step's state and its small pieces of math.
 
 import contextlib
 
+from absl import logging
+
 import tensorflow as tf
 
 
@@ -150,3 +152,26 @@ def averaged_weights(optimizer, variables):
     finally:
         for variable, value in zip(variables, live):
             variable.assign(value)
+
+
+@contextlib.contextmanager
+def keeping_learning_rate(optimizer):
+    """Within the block a checkpoint may be restored into `optimizer`; afterwards it trains on
+    the learning rate it was configured with again.
+
+    A checkpoint restores the optimizer's state (its step count, moments and averages) and,
+    because Keras keeps a constant learning rate in a variable, that rate too. The rate is a
+    setting, not state: a resumed run trains on the rate its `configure_optimizers` asked for,
+    as it would on a schedule (schedules are code, never restored). Says so when they differ.
+    """
+    rate = optimizer._learning_rate  # pylint: disable=protected-access
+    if not isinstance(rate, tf.keras.Variable):  # A schedule: nothing in the checkpoint.
+        yield
+        return
+    configured = float(rate.numpy())
+    yield
+    restored = float(rate.numpy())
+    if restored != configured:
+        logging.info("learning rate %g, as configured (the checkpoint's run trained on %g)",
+                     configured, restored)
+        rate.assign(configured)

@@ -18,6 +18,7 @@ from trainer import datasets
 from trainer import distribute
 from trainer import evaluation
 from trainer import faults
+from trainer import module as module_lib
 from trainer import optimization
 from trainer import precision as precision_lib
 from trainer import reporting
@@ -152,8 +153,7 @@ class Trainer:
         else:
             self._train(start_epoch, steps_done, start_time)
         self.evaluator.average_replica_copies()
-        last_epoch_logs = {k: v for k, v in (self.history[-1] if self.history else {}).items()
-                           if k not in ("epoch", "step")}
+        last_epoch_logs = self.record.last_logs()
         if not self.stop_reason:
             max_steps = self.loop_config.max_steps
             self.stop_reason = ("max_steps" if max_steps and self.global_step >= max_steps
@@ -180,12 +180,12 @@ class Trainer:
         faults.reached("test")
         with self.averaged_weights() if averaged_weights else contextlib.nullcontext():
             logs = self.evaluator.evaluate("test", limit=self.loop_config.limit_test_batches)
-        if not averaged_weights:
-            logs = {f"live_{name}": value for name, value in logs.items()}
-        self._print(("test | " if averaged_weights else "test, live weights | ")
-                    + reporting.format_logs(reporting.metrics_only(logs)))
         if averaged_weights:
+            self._print("test | " + reporting.format_logs(reporting.metrics_only(logs)))
             self._call("on_test_end", logs)
+            return logs
+        logs = {f"live_{name}": value for name, value in logs.items()}
+        self._print("test, live weights | " + reporting.format_logs(reporting.metrics_only(logs)))
         return logs
 
     def predict(self, module, datamodule, *, stage: str = "predict") -> np.ndarray:
@@ -220,18 +220,10 @@ class Trainer:
         module.global_batch_size = datamodule.batch_size * micro_batches
         module.micro_batches_per_step = micro_batches
         module.total_steps = self._make_schedule().total_steps  # For learning-rate schedules.
-        with self.strategy.scope():
-            if not module.built:  # The first call creates the variables, mirrored on every replica.
-                module(tf.zeros([1, *datamodule.input_shape]), training=False)
+        with self.strategy.scope():  # Every variable is created here: a copy on every replica.
+            optimizer = module_lib.build_with_optimizer(module, datamodule.input_shape)
             distribute.check_created_in_scope(self.strategy, module.variables)
             distribute.warn_about_shared_random_draws(self.strategy, module)
-            optimizer = module.configure_optimizers()
-            if not isinstance(optimizer, tf.keras.optimizers.Optimizer):
-                raise TypeError("configure_optimizers() must return a tf.keras optimizer, "
-                                f"got {optimizer!r}")
-            # Slots are built now, eagerly: created lazily inside the distributed step they
-            # crash on Keras 3.15 (docs/pitfalls.md#2).
-            optimizer.build(module.trainable_variables)
             self.step_functions = steps_lib.StepFunctions(
                 strategy=self.strategy, module=module, optimizer=optimizer, config=self.step_config)
         self.module, self.optimizer, self.datamodule = module, optimizer, datamodule
@@ -348,7 +340,8 @@ class Trainer:
 
     def _restore_checkpoint(self):
         """Tracks the run's state and restores the given or latest checkpoint, inside the scope."""
-        with self.strategy.scope():  # Callbacks may create variables to checkpoint.
+        # Callbacks may create variables to checkpoint; the learning rate is a setting, not state.
+        with self.strategy.scope(), optimization.keeping_learning_rate(self.optimizer):
             self.checkpointer.track(
                 module=self.module, optimizer=self.optimizer,
                 train_metrics=self.module.logbook.variables("train"),
