@@ -89,10 +89,7 @@ def test_two_workers_end_where_one_process_with_two_replicas_ends(three_shapes):
 
 
 def test_predictions_are_one_file_in_split_order_on_every_shape(three_shapes):
-    rows = {name: list(csv.DictReader(local_cluster.read(os.path.join(model_dir,
-                                                                        "predictions.csv"))
-                                      .splitlines()))
-            for name, model_dir in three_shapes.items()}
+    rows = {name: _prediction_rows(model_dir) for name, model_dir in three_shapes.items()}
     one_device = rows["one_device"]
     # One device reads the split through one pipeline into one replica: split order by definition.
     assert [int(row["index"]) for row in one_device] == list(range(NUM_EXAMPLES))
@@ -102,6 +99,11 @@ def test_predictions_are_one_file_in_split_order_on_every_shape(three_shapes):
     _assert_same_rows(rows["two_workers"], rows["mirrored"], abs=1e-5)
     # The same weights, but a batch of 32 and two of 16 can round the last digit apart.
     _assert_same_rows(rows["mirrored"], one_device, abs=1.5e-6)
+
+
+def _prediction_rows(model_dir):
+    return list(csv.DictReader(local_cluster.read(os.path.join(model_dir, "predictions.csv"))
+                               .splitlines()))
 
 
 def _assert_same_rows(rows, reference, abs):  # pylint: disable=redefined-builtin

@@ -3,7 +3,7 @@
 The only place that reads flag values: it turns them into the DataModule, the Module, the
 Trainer's two configs and its callbacks, runs fit then test, and writes `<model_dir>/flags.txt`
 (every flag, to repeat the run with `--flagfile`), `<model_dir>/results.json` (metrics) and
-`<model_dir>/timings.json` (wall times, images/s).
+`<model_dir>/timings.json` (wall times, images/s) through trainer/cli/run_files.py.
 `--explain` prints the plan instead (trainer/cli/explain.py), `--selftest` checks the strategy
 (trainer/cli/selftest.py), and `--evaluate_checkpoints` (or a TF_CONFIG task of type "evaluator")
 validates the run's checkpoints as they appear (trainer/cli/evaluator.py).
@@ -14,7 +14,6 @@ same order.
 """
 
 import json
-import math
 import os
 import signal
 import sys
@@ -32,19 +31,17 @@ from trainer import callbacks
 from trainer import checkpointing
 from trainer import distribute
 from trainer import faults
-from trainer import files
 from trainer import optimization
 from trainer import precision
-from trainer import reporting
 from trainer import schedule
 from trainer import slurm
 from trainer.cli import evaluator
 from trainer import tuning
 from trainer.cli import explain
 from trainer.cli import quiet
+from trainer.cli import run_files
 from trainer.cli import selftest
 from trainer.vision import export
-from trainer.vision import plots
 from trainer.vision import predictions
 from trainer.vision import loggers as vision_loggers
 
@@ -163,7 +160,7 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
             results.update(fitter.test(module, datamodule))
     except trainer.TrainingDiverged as error:
         if writes_files and is_chief:  # A sweep reads why the run ended; nothing is exported.
-            _write_outputs(model_dir, {**results, "steps": fitter.global_step,
+            run_files.write_outputs(model_dir, {**results, "steps": fitter.global_step,
                                        "stop_reason": "diverged", "error": str(error)},
                            fitter.history)
         raise
@@ -199,7 +196,7 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
                          which, rows, run_flags.dataset.PREDICT_SPLIT.value)
     if is_chief:
         faults.reached("results")
-        _write_outputs(model_dir, results, fitter.history)
+        run_files.write_outputs(model_dir, results, fitter.history)
     return results
 
 
@@ -335,29 +332,9 @@ def _callbacks(model_dir):
     return chosen
 
 
-FLAGFILE = "flags.txt"
-# Flags that say where a run lives or what to do instead of training, not what it trains: a
-# replay into a new --model_dir must not resume, set aside or explain the recorded run.
-_NOT_REPLAYED = ("model_dir", "fresh_start", "ckpt_path", "explain", "selftest",
-                 "selftest_perturb_replica")
-
-
 def _flags_text() -> str:
-    """This project's flags (flags/*.py), as this run resolved them, in absl's flagfile format:
-    `--flagfile=<model_dir>/flags.txt --model_dir=<new>` repeats the run. Also in TensorBoard."""
-    by_module = absl_flags.FLAGS.flags_by_module_dict()
-    lines = [flag.serialize() for module, module_flags in sorted(by_module.items())
-             if module.startswith(run_flags.__name__ + ".") for flag in module_flags
-             if flag.name not in _NOT_REPLAYED]
-    return "\n".join(line for line in lines if line)  # An unset flag (None) serializes to "".
-
-
-def _write_flagfile(model_dir):
-    """Writes `<model_dir>/flags.txt`: every flag of this run, to repeat it (the chief only)."""
-    path = os.path.join(model_dir, FLAGFILE)
-    repeat = f"python -m trainer.main --flagfile={path} --model_dir=<new directory>"
-    files.write_text(path, f"# The flags of the run in {model_dir}. Repeat it with\n"
-                           f"#   {repeat}\n{_flags_text()}\n")
+    """This project's flags (flags/*.py) as resolved, to repeat the run; also in TensorBoard."""
+    return run_files.flags_text(absl_flags.FLAGS, run_flags.__name__)
 
 
 def _model_dir() -> str:
@@ -427,24 +404,7 @@ def _prepare_model_dir(model_dir):
         "accumulate_grad_batches": run_flags.optimization.ACCUMULATE_GRAD_BATCHES.value,
         "limit_train_batches": run_flags.run_control.LIMIT_TRAIN_BATCHES.value,
         "overfit_batches": run_flags.run_control.OVERFIT_BATCHES.value})
-    _write_flagfile(model_dir)
-
-
-def _write_outputs(model_dir, results, history):
-    """Writes results.json, timings.json, history.json and curves.png (the chief only)."""
-    # Metrics and timings apart: with --deterministic, two runs write identical results.json.
-    metrics = reporting.metrics_only(results)
-    nonfinite = sorted(key for key, value in metrics.items()
-                       if isinstance(value, float) and not math.isfinite(value))
-    if nonfinite:  # Written as null (strict JSON has no NaN); this says which and why.
-        metrics["nonfinite"] = nonfinite
-    files.write_json(os.path.join(model_dir, "results.json"), metrics)
-    files.write_json(os.path.join(model_dir, "timings.json"), reporting.timings_only(results))
-    files.write_json(os.path.join(model_dir, "history.json"), history)  # One entry per epoch.
-    logging.info("wrote %s", os.path.join(model_dir, "results.json"))
-    curves = plots.plot_curves(history, os.path.join(model_dir, "curves.png"))
-    if curves:
-        logging.info("wrote %s", curves)
+    run_files.write_flagfile(model_dir, _flags_text())
 
 
 def _selftest(strategy, perturb_replica):

@@ -180,12 +180,12 @@ class Trainer:
         faults.reached("test")
         with self.averaged_weights() if averaged_weights else contextlib.nullcontext():
             logs = self.evaluator.evaluate("test", limit=self.loop_config.limit_test_batches)
+        if not averaged_weights:
+            logs = {f"live_{name}": value for name, value in logs.items()}
+        self._print(("test | " if averaged_weights else "test, live weights | ")
+                    + reporting.format_logs(reporting.metrics_only(logs)))
         if averaged_weights:
-            self._print("test | " + reporting.format_logs(reporting.metrics_only(logs)))
             self._call("on_test_end", logs)
-            return logs
-        logs = {f"live_{name}": value for name, value in logs.items()}
-        self._print("test, live weights | " + reporting.format_logs(reporting.metrics_only(logs)))
         return logs
 
     def predict(self, module, datamodule, *, stage: str = "predict") -> np.ndarray:

@@ -5,4 +5,5 @@
 - `quiet.py`: the console shows the run's own lines, not TensorFlow's internals.
 - `evaluator.py`: the evaluator task (`--evaluate_checkpoints`), which validates a run's
   checkpoints as they appear.
+- `run_files.py`: the files a run writes besides checkpoints: flags.txt and its results.
 """

@@ -1,0 +1,55 @@
+"""What a command-line run writes into its model_dir besides checkpoints: the flags that repeat
+it (flags.txt) and its results (results.json, timings.json, history.json, curves.png).
+
+Every file is written atomically (trainer/files.py), by the chief only.
+"""
+
+import math
+import os
+
+from absl import logging
+
+from trainer import files
+from trainer import reporting
+from trainer.vision import plots
+
+FLAGFILE = "flags.txt"
+# Flags that say where a run lives or what to do instead of training, not what it trains: a
+# replay into a new --model_dir must not resume, set aside or explain the recorded run.
+NOT_REPLAYED = ("model_dir", "fresh_start", "ckpt_path", "explain", "selftest",
+                "selftest_perturb_replica")
+
+
+def flags_text(flag_values, package: str) -> str:
+    """The flags defined in `package`'s modules, as this run resolved them, in absl's flagfile
+    format: `--flagfile=<model_dir>/flags.txt --model_dir=<new>` repeats the run."""
+    by_module = flag_values.flags_by_module_dict()
+    lines = [flag.serialize() for module, module_flags in sorted(by_module.items())
+             if module.startswith(package + ".") for flag in module_flags
+             if flag.name not in NOT_REPLAYED]
+    return "\n".join(line for line in lines if line)  # An unset flag (None) serializes to "".
+
+
+def write_flagfile(model_dir: str, text: str) -> None:
+    """Writes `<model_dir>/flags.txt`: the run's flags (`flags_text`), to repeat it."""
+    path = os.path.join(model_dir, FLAGFILE)
+    repeat = f"python -m trainer.main --flagfile={path} --model_dir=<new directory>"
+    files.write_text(path, f"# The flags of the run in {model_dir}. Repeat it with\n"
+                           f"#   {repeat}\n{text}\n")
+
+
+def write_outputs(model_dir: str, results: dict, history: list[dict]) -> None:
+    """Writes results.json, timings.json, history.json and curves.png."""
+    # Metrics and timings apart: with --deterministic, two runs write identical results.json.
+    metrics = reporting.metrics_only(results)
+    nonfinite = sorted(key for key, value in metrics.items()
+                       if isinstance(value, float) and not math.isfinite(value))
+    if nonfinite:  # Written as null (strict JSON has no NaN); this says which and why.
+        metrics["nonfinite"] = nonfinite
+    files.write_json(os.path.join(model_dir, "results.json"), metrics)
+    files.write_json(os.path.join(model_dir, "timings.json"), reporting.timings_only(results))
+    files.write_json(os.path.join(model_dir, "history.json"), history)  # One entry per epoch.
+    logging.info("wrote %s", os.path.join(model_dir, "results.json"))
+    curves = plots.plot_curves(history, os.path.join(model_dir, "curves.png"))
+    if curves:
+        logging.info("wrote %s", curves)
