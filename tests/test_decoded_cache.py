@@ -108,3 +108,30 @@ def test_a_changed_key_builds_a_new_entry_and_an_unchanged_one_is_reused(tmp_pat
     assert len(made) == 3
     leftovers = [name for _, dirs, _ in os.walk(tmp_path) for name in dirs if name.startswith(".")]
     assert not leftovers  # no temporary entries left behind
+
+
+class _SecondOfTwoWorkers:
+    """What `DistributedData` sees of a 2-worker strategy on the second worker: the cluster, and
+    `distribute_datasets_from_function` calling the DataModule with that worker's context."""
+
+    num_replicas_in_sync = 2
+    cluster_resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec({"worker": ["127.0.0.1:1", "127.0.0.1:2"]}), task_type="worker",
+        task_id=1)
+
+    def distribute_datasets_from_function(self, make_dataset):
+        return make_dataset(input_context(2, 1, replicas=2))
+
+
+def test_a_worker_caches_only_its_own_shard_of_the_evaluation_data(tmp_path, decodes):
+    from trainer import datasets  # pylint: disable=import-outside-toplevel
+    with tfds.testing.mock_data(num_examples=40):
+        module = _module(tmp_path)
+        evaluation = datasets.DistributedData(_SecondOfTwoWorkers(), module, limits=lambda _: None)
+        assert evaluation.evaluation("val") is not None
+    # Deciding whether the stage has data must not decode (and cache) the whole split.
+    assert decodes == [str(tfds.even_splits("test", n=2)[1])]
+    entry, = os.listdir(tmp_path / "cache" / "cifar10")
+    shards = [pipeline for split in os.listdir(tmp_path / "cache" / "cifar10" / entry)
+              for pipeline in os.listdir(tmp_path / "cache" / "cifar10" / entry / split)]
+    assert shards == ["pipeline-1-of-2"]

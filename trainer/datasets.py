@@ -5,7 +5,7 @@ per worker) with a `tf.distribute.InputContext`; each replica then takes its own
 its worker's pipeline.
 """
 
-import tensorflow as tf
+from trainer import distribute
 
 
 def prepare(datamodule, strategy, *, overfit_batches: int = 0) -> None:
@@ -63,7 +63,9 @@ class DistributedData:
             def make(ctx):
                 return self.datamodule.evaluation_dataset(stage, ctx, limit_batches=limit)
 
-            exists = make(tf.distribute.InputContext()) is not None and limit != 0
+            # This worker's own pipeline: with --cache_dir, building one caches it, and another
+            # context (e.g. one pipeline for the whole split) would cache data nobody reads.
+            exists = limit != 0 and make(distribute.input_context(self.strategy)) is not None
             self._cache[stage, limit] = (
                 self.strategy.distribute_datasets_from_function(make) if exists else None)
         return self._cache[stage, limit]

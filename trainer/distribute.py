@@ -224,6 +224,14 @@ def num_workers(strategy: tf.distribute.Strategy) -> int:
                if job in ("chief", "worker"))
 
 
+def input_context(strategy: tf.distribute.Strategy) -> tf.distribute.InputContext:
+    """The `InputContext` that `strategy.distribute_datasets_from_function` gives this process's
+    input pipeline: one pipeline per worker."""
+    return tf.distribute.InputContext(num_input_pipelines=num_workers(strategy),
+                                      input_pipeline_id=worker_index(strategy),
+                                      num_replicas_in_sync=strategy.num_replicas_in_sync)
+
+
 def worker_index(strategy: tf.distribute.Strategy) -> int:
     """This process's input pipeline id (0 outside multi-worker training): the chief first."""
     resolver = strategy.cluster_resolver
