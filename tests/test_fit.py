@@ -56,6 +56,15 @@ def test_logged_values_reach_the_results():
                          "epochs", "wall_time_s", "train_images_per_s"}
 
 
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_the_epoch_speed_counts_every_example_its_optimizer_steps_saw(micro_batches):
+    fitter, module, datamodule = _fit(epochs=1, accumulate_grad_batches=micro_batches)
+    logs = fitter.fit(module, datamodule)
+    # 256 examples: 16 batches of 16, in 16 optimizer steps of one batch or 8 steps of two.
+    assert logs["steps"] == 16 // micro_batches
+    assert logs["train_images_per_s"] == pytest.approx(256 / logs["train_seconds"])
+
+
 def test_evaluation_means_are_over_examples_not_batches():
     fitter, module, datamodule = _fit(epochs=1)
     fitter.fit(module, datamodule)

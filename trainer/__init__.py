@@ -13,8 +13,8 @@ The loop, where `ls trainer/` shows it:
   step, and requeueing; `precision.py`: mixed precision.
 - `gpu_check.py`: a warning when the machine's NVIDIA GPUs are invisible to TensorFlow.
 - `checkpointing.py`: full-state checkpoints, exact resume, the best epochs.
-- `stopping.py`: stopping on signals, on divergence and on NaN/Inf.
-- `reporting.py`: the lines a run prints.
+- `stopping.py`: stopping on signals (voted across workers), on divergence and on NaN/Inf.
+- `reporting.py`: the lines a run prints, and the training speed in them.
 - `tuning.py`: the learning-rate finder (`--lr_find`).
 
 Around it: `callbacks/` (callbacks, progress bar, loggers), `vision/` (the image classification
@@ -33,7 +33,8 @@ quiet.import_tensorflow()
 from trainer import callbacks
 from trainer.config import LoopConfig, StepConfig
 from trainer.module import Module
-from trainer.trainer import AnomalyDetected, Trainer, TrainingDiverged, TrainingInterrupted
+from trainer.stopping import AnomalyDetected, TrainingDiverged, TrainingInterrupted
+from trainer.trainer import Trainer
 from trainer.vision.classifier import ImageClassifier
 
 __all__ = ["AnomalyDetected", "ImageClassifier", "LoopConfig", "Module", "StepConfig", "Trainer",

@@ -43,6 +43,13 @@ class Evaluator:
         return {**module.logbook.results(stage),
                 f"{stage}_seconds": time.perf_counter() - start_time}
 
+    def sanity_check(self, batches: int) -> dict[str, float]:
+        """Runs `batches` validation batches before training and returns their means; the
+        validation metrics are reset afterwards, so the first real validation starts clean."""
+        logs = self.evaluate("val", limit=batches)
+        self.module.logbook.reset("val")
+        return logs
+
     def predict(self, stage: str = "predict") -> np.ndarray:
         """`predict_step`'s outputs over the stage's dataset, as `strategy.gather` orders them."""
         dataset = self.data.evaluation(stage)

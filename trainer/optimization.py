@@ -123,6 +123,30 @@ class WarmupSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "after": self.after}
 
 
+def check_applies_reduced_gradients(optimizer) -> None:
+    """Raises TypeError unless `optimizer` can apply gradients already summed over the replicas
+    (`gradients_already_reduced`): TensorFlow Keras optimizers can."""
+    if not hasattr(optimizer, "_all_reduce_sum_gradients"):
+        raise TypeError(f"the optimizer ({type(optimizer).__name__}) is not a TensorFlow Keras "
+                        "optimizer, which clipping, accumulation, fp16 and anomaly checks need")
+
+
+@contextlib.contextmanager
+@tf.autograph.experimental.do_not_convert
+def gradients_already_reduced(optimizer):
+    """Within the block, `optimizer` applies the gradients it is given without all-reducing them.
+
+    Keras' TensorFlow optimizer sums the gradients over the replicas in `apply_gradients`
+    (`_all_reduce_sum_gradients`); the reduced step has summed them already, so that sum is
+    replaced by the identity while the block runs (it is traced once, inside `tf.function`)."""
+    original = optimizer._all_reduce_sum_gradients  # pylint: disable=protected-access
+    object.__setattr__(optimizer, "_all_reduce_sum_gradients", lambda grads_and_vars: grads_and_vars)
+    try:
+        yield
+    finally:
+        object.__setattr__(optimizer, "_all_reduce_sum_gradients", original)
+
+
 def all_finite(tensors) -> tf.Tensor:
     """True when no tensor holds an Inf or NaN."""
     return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])

@@ -1,7 +1,10 @@
-"""The lines a run prints: its plan, its epochs, its test, in one fixed field order.
+"""The lines a run prints: its plan, its epochs, its test, in one fixed field order; and the
+training speed they report (`Throughput`).
 
     epoch 3/10 | step 2343 | train_loss 0.7249 | ... | val_accuracy 0.6365 | 171.9 s | 291 img/s
 """
+
+import time
 
 from trainer import distribute
 
@@ -37,6 +40,38 @@ def plan_lines(trainer) -> list[str]:
 def epoch_line(epoch: int, epochs: int, step: int, logs: dict) -> str:
     return (f"epoch {epoch + 1}/{epochs} | step {step} | {format_logs(metrics_only(logs))} | "
             f"{logs['train_seconds']:.1f} s | {logs['train_images_per_s']:.0f} img/s")
+
+
+def summary(what: str, logs: dict) -> str:
+    """`what`, then the logs' metrics: "test | test_loss 0.8713 | test_accuracy 0.7012"."""
+    return f"{what} | {format_logs(metrics_only(logs))}"
+
+
+class Throughput:
+    """Training speed in examples per second, per loop call and over an epoch's calls.
+
+    Args:
+        step: the optimizer step at which the measured steps start.
+        examples_per_step: the examples one optimizer step sees (its global batch x micro-batches).
+    """
+
+    def __init__(self, step: int, *, examples_per_step: int):
+        self.examples_per_step = examples_per_step
+        self.first_step = self.last_step = step
+        self.start_time = self.last_time = time.perf_counter()
+
+    def since(self, step: int) -> float:
+        """Examples per second since the previous call (the first call: since the start)."""
+        now = time.perf_counter()
+        speed = (step - self.last_step) * self.examples_per_step / (now - self.last_time)
+        self.last_step, self.last_time = step, now
+        return speed
+
+    def epoch_logs(self, step: int) -> dict[str, float]:
+        """`train_seconds` and `train_images_per_s` from the start to `step`."""
+        seconds = time.perf_counter() - self.start_time
+        return {"train_seconds": seconds,
+                "train_images_per_s": (step - self.first_step) * self.examples_per_step / seconds}
 
 
 def metrics_only(logs: dict) -> dict:

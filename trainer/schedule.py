@@ -95,6 +95,10 @@ class RunSchedule:
         return ((completed and (epoch + 1) % self.check_val_every_n_epoch == 0)
                 or step == self.total_steps)
 
+    def end_reason(self, step: int) -> str:
+        """Why a run that nothing stopped early ended at `step`: "max_steps" or "epochs"."""
+        return "max_steps" if self.max_steps and step >= self.max_steps else "epochs"
+
     def finished(self, epoch: int, step: int) -> bool:
         """Whether training is over before `epoch` starts, at `step`."""
         return epoch >= self.epochs or step >= self.total_steps

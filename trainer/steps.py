@@ -16,8 +16,6 @@ computed inside replica context, so that every replica receives the total.
                                    statistics (they drift apart without synchronized BatchNorm)
 """
 
-import contextlib
-
 import tensorflow as tf
 
 from trainer import config as config_lib
@@ -47,10 +45,7 @@ class StepFunctions:
         self.loss_scale = None
         self.skipped_steps = None
         if config.reduces_gradients_itself:
-            if not hasattr(optimizer, "_all_reduce_sum_gradients"):  # See apply_reduced_gradients.
-                raise TypeError(f"the optimizer ({type(optimizer).__name__}) is not a TensorFlow "
-                                "Keras optimizer, which clipping, accumulation, fp16 and anomaly "
-                                "checks need")
+            optimization.check_applies_reduced_gradients(optimizer)
             self.accumulator = optimization.GradientAccumulator(module.trainable_variables)
             if config.precision == "16-mixed":
                 self.loss_scale = optimization.DynamicLossScale()
@@ -169,7 +164,7 @@ class StepFunctions:
         second all-reduce would only double the traffic; it is switched off while this call is
         traced, and the optimizer applies the sums as they are.
         """
-        with _gradients_already_reduced(self.optimizer):
+        with optimization.gradients_already_reduced(self.optimizer):
             self.optimizer.apply_gradients(zip(grads, self.module.trainable_variables))
 
     def _maybe_xla(self, replica_function):
@@ -213,18 +208,6 @@ class StepFunctions:
 # replicas are left). Hooks never see one: on CPU, oneDNN's convolution returns an empty batch's
 # input unchanged or fails ("input depth must be evenly divisible by filter depth"), depending on
 # the processor; and a hook's metrics gain nothing from an empty batch anyway.
-
-@contextlib.contextmanager
-@tf.autograph.experimental.do_not_convert
-def _gradients_already_reduced(optimizer):
-    """Within the block, `optimizer` applies the gradients it is given without all-reducing them."""
-    original = optimizer._all_reduce_sum_gradients  # pylint: disable=protected-access
-    object.__setattr__(optimizer, "_all_reduce_sum_gradients", lambda grads_and_vars: grads_and_vars)
-    try:
-        yield
-    finally:
-        object.__setattr__(optimizer, "_all_reduce_sum_gradients", original)
-
 
 def _as_float32(loss):
     """The loss as float32, whatever the policy computed it in: the loop's running values keep one

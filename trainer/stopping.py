@@ -9,6 +9,8 @@ import threading
 from absl import logging
 import tensorflow as tf
 
+from trainer import distribute
+
 
 class TrainingInterrupted(Exception):
     """Raised by `fit` after a SIGTERM, SIGINT or SIGUSR1, once the state is saved."""
@@ -76,6 +78,23 @@ def stop_if_diverged(loss: float, variables, *, first_step: int, step: int,
     # One reduction per variable, then one host sync: per loop call, never per step.
     if not bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])):
         raise TrainingDiverged.at("a weight is NaN or Inf", first_step, step, checkpointer)
+
+
+def vote(trainer) -> bool:
+    """Asks every worker whether it was signalled or asked to stop; returns whether any was
+    signalled, and requests the stop on this worker if another worker's callback asked for one.
+
+    Under multi-worker every worker must stop at the same step (saving is a collective), so a
+    signal or a stop request (e.g. Timer's, which reads each host's clock) on any worker stops
+    all. The host loop votes once per loop call: a signal that lands during the save that follows
+    counts at the next vote. On one worker this reads the flags and communicates nothing.
+    """
+    strategy = trainer.strategy
+    # pylint: disable-next=protected-access
+    signalled = distribute.any_worker(strategy, trainer._stop_signal is not None)
+    if distribute.any_worker(strategy, trainer.should_stop) and not trainer.should_stop:
+        trainer.request_stop("another worker's request")
+    return signalled
 
 
 @contextlib.contextmanager

@@ -28,11 +28,6 @@ from trainer import stopping
 from trainer.callbacks import base as callbacks_base
 from trainer.callbacks import console
 
-TrainingInterrupted = stopping.TrainingInterrupted
-AnomalyDetected = stopping.AnomalyDetected
-TrainingDiverged = stopping.TrainingDiverged
-
-
 class Trainer:
     """Fits, validates, tests and predicts with a `Module` under a `tf.distribute` strategy.
 
@@ -57,19 +52,17 @@ class Trainer:
     (trainer/schedule.py) decides when the host loop validates, logs, checkpoints and stops. The
     only step counter is `optimizer.iterations`: optimizer steps, not micro-batches.
 
-    Settings come in two frozen configs (trainer/config.py): `LoopConfig` (how long, how much
-    data, when to validate) and `StepConfig` (precision, clipping, accumulation, ...). Their
-    fields can also be passed as flat keyword arguments: `Trainer(epochs=5,
-    gradient_clip_val=1.0)` is `Trainer(loop_config=LoopConfig(epochs=5),
-    step_config=StepConfig(gradient_clip_val=1.0))`.
+    Settings come in two frozen configs (trainer/config.py): `LoopConfig` (how long, how much data,
+    when to validate) and `StepConfig` (precision, clipping, accumulation, ...). Their fields can
+    also be passed as flat keyword arguments: `Trainer(epochs=5, gradient_clip_val=1.0)` is
+    `Trainer(loop_config=LoopConfig(epochs=5), step_config=StepConfig(gradient_clip_val=1.0))`.
 
     Args:
         strategy: the `tf.distribute.Strategy` to run under; default: TensorFlow's default
             strategy (one device). Create the module inside `strategy.scope()`.
         callbacks: `Callback`s, called in order at the points listed in trainer/callbacks/base.py.
-        checkpointer: saves the run's full state at its cadence, at every epoch end and when
-            the run is stopped (SIGTERM/SIGINT, callbacks); the latest checkpoint (or
-            `resume_from`) is restored when the module is built. None: no checkpoints.
+        checkpointer: saves the run's full state at its cadence, at epoch ends and when the run
+            is stopped; restores the latest (or `resume_from`) at set-up. None: no checkpoints.
         resume_from: a checkpoint path to restore instead of the checkpointer's latest.
         best_models: ranks every validated epoch by a monitored metric and keeps the best weights.
         enable_progress_bar: add a `ProgressBar` (drawn by the chief only).
@@ -78,10 +71,8 @@ class Trainer:
         **options: fields of `LoopConfig` or `StepConfig`, applied on top of the configs.
     """
 
-    def __init__(self, *, strategy: tf.distribute.Strategy | None = None,
-                 callbacks: list | tuple = (),
-                 checkpointer: checkpointing.Checkpointer | None = None,
-                 resume_from: str | None = None,
+    def __init__(self, *, strategy: tf.distribute.Strategy | None = None, callbacks=(),
+                 checkpointer: checkpointing.Checkpointer | None = None, resume_from=None,
                  best_models: checkpointing.BestModels | None = None,
                  enable_progress_bar: bool = True, enable_model_summary: bool = True,
                  loop_config: config_lib.LoopConfig | None = None,
@@ -94,9 +85,8 @@ class Trainer:
             self.loop_config = self.loop_config.for_fast_dev_run()
             checkpointer, best_models = None, None
             callbacks = [c for c in callbacks if not getattr(c, "writes_files", False)]
-        self.checkpointer = checkpointer
+        self.checkpointer, self.best_models = checkpointer, best_models
         self.resume_from = resume_from
-        self.best_models = best_models
         self.callbacks = callbacks_base.with_defaults(callbacks, {
             console.ProgressBar: enable_progress_bar, console.ModelSummary: enable_model_summary})
         for callback in self.callbacks:
@@ -154,10 +144,7 @@ class Trainer:
             self._train(start_epoch, steps_done, start_time)
         self.evaluator.average_replica_copies()
         last_epoch_logs = self.record.last_logs()
-        if not self.stop_reason:
-            max_steps = self.loop_config.max_steps
-            self.stop_reason = ("max_steps" if max_steps and self.global_step >= max_steps
-                                else "epochs")
+        self.stop_reason = self.stop_reason or self.schedule.end_reason(self.global_step)
         self._call("on_train_end", dict(last_epoch_logs))
         return {**last_epoch_logs, "steps": self.global_step, "epochs": self.loop_config.epochs,
                 "stop_reason": self.stop_reason, "wall_time_s": time.perf_counter() - start_time}
@@ -182,25 +169,22 @@ class Trainer:
             logs = self.evaluator.evaluate("test", limit=self.loop_config.limit_test_batches)
         if not averaged_weights:
             logs = {f"live_{name}": value for name, value in logs.items()}
-        self._print(("test | " if averaged_weights else "test, live weights | ")
-                    + reporting.format_logs(reporting.metrics_only(logs)))
+        self._print(reporting.summary("test" if averaged_weights else "test, live weights", logs))
         if averaged_weights:
             self._call("on_test_end", logs)
         return logs
 
     def predict(self, module, datamodule, *, stage: str = "predict") -> np.ndarray:
         """Returns `predict_step`'s outputs over `datamodule.predict_dataset` (or the "val" or
-        "test" dataset), in the order `strategy.gather` returns them: per batch, replica by
-        replica. That is dataset order when the batches are slices of global batches, as those
-        of `ImageClassificationData.predict_dataset` always are (data/image_classification.py)."""
+        "test" dataset) in `strategy.gather`'s order: per batch, replica by replica, which is
+        dataset order when batches are slices of global batches (data/image_classification.py)."""
         self._setup(module, datamodule)
         with self.averaged_weights():
             return self.evaluator.predict(stage)
 
     def averaged_weights(self):
-        """A context in which the module holds the optimizer's moving averages of its weights
-        (with `use_ema`; otherwise its own weights), as validation, ranking, test and export
-        use them."""
+        """A context in which the module holds the optimizer's moving averages of its weights (with
+        `use_ema`; otherwise its own weights), as validation, ranking, test and export use them."""
         return optimization.averaged_weights(self.optimizer, self.module.trainable_variables)
 
     # ---- Set-up: every variable is created inside strategy.scope() --------------------------
@@ -227,9 +211,8 @@ class Trainer:
             self.step_functions = steps_lib.StepFunctions(
                 strategy=self.strategy, module=module, optimizer=optimizer, config=self.step_config)
         self.module, self.optimizer, self.datamodule = module, optimizer, datamodule
-        self.data = datasets.DistributedData(self.strategy, datamodule,
-                                             limits=self.loop_config.limit,
-                                             micro_batches=micro_batches)
+        self.data = datasets.DistributedData(self.strategy, datamodule, micro_batches=micro_batches,
+                                             limits=self.loop_config.limit)
         self.evaluator = evaluation.Evaluator(self.strategy, module, datamodule, self.data,
                                               self.step_functions)
         module.logbook.create_for(self.strategy, "train", module.training_step,
@@ -247,8 +230,10 @@ class Trainer:
 
     def _train(self, start_epoch, steps_done, start_time):
         """The epochs of `fit`, from `start_epoch` (its first `steps_done` steps already taken)."""
-        if self.loop_config.num_sanity_val_steps and self.data.has("val"):
-            self._sanity_check()
+        batches = self.loop_config.num_sanity_val_steps
+        if batches and self.data.has("val"):  # A broken validation_step fails now, not in an hour.
+            logs = self.evaluator.sanity_check(batches)
+            self._print(reporting.summary(f"sanity check: {batches} validation batches ran", logs))
         train_iterator = iter(self.data.training(  # Long-lived: its buffers stay warm.
             start_epoch=start_epoch, steps_done=steps_done, steps_per_epoch=self.steps_per_epoch))
         with stopping.on_signals(self):
@@ -276,38 +261,33 @@ class Trainer:
     def _train_epoch(self, iterator, epoch):
         """Runs one epoch of training steps, `steps_per_loop` per call; returns the epoch's logs."""
         train_loop = self.step_functions.traced("train", self.step_functions.train_loop)
-        examples_per_step = self.datamodule.batch_size * self.step_config.accumulate_grad_batches
         end_step = self.schedule.epoch_end(epoch)
-        step = first_step = self.global_step
+        step = self.global_step
         if step == epoch * self.steps_per_epoch:  # (A run resumed mid-epoch keeps its means.)
             self.module.logbook.reset("train")
             self.record.epoch_validation = {}
-        start_time = last_time = time.perf_counter()
+        speed = reporting.Throughput(step, examples_per_step=(
+            self.datamodule.batch_size * self.step_config.accumulate_grad_batches))
         while step < end_step and not self.should_stop:
             loss, healthy = train_loop(iterator,
                                        tf.constant(self.schedule.steps_in_next_loop(step, epoch)))
             # The loss and the step count are read to the host once per loop call, never per step.
             loss, previous_step, step = float(loss), step, self.global_step
             if self.step_config.detect_anomaly and not healthy:
-                raise AnomalyDetected.at(step, loss, self.checkpointer)
+                raise stopping.AnomalyDetected.at(step, loss, self.checkpointer)
             # Before anything is logged or saved: a diverged model must not overwrite a good one.
             stopping.stop_if_diverged(loss, self.module.trainable_variables,
                                       first_step=previous_step + 1, step=step,
                                       checkpointer=self.checkpointer)
-            now = time.perf_counter()
-            self._call("on_train_batch_end", step, {
-                **self.module.logbook.results("train"), "loss": loss,
-                "images_per_s": (step - previous_step) * examples_per_step / (now - last_time)})
-            last_time = now
+            self._call("on_train_batch_end", step, dict(self.module.logbook.results("train"),
+                                                        loss=loss, images_per_s=speed.since(step)))
             if self.schedule.validate_after_loop(step) and self.data.has("val"):
                 self.record.epoch_validation = self._validate(epoch)
             if step < end_step:  # The epoch's end is saved by fit, after its bookkeeping.
                 self._save_and_maybe_stop(step)
             faults.reached("train_call")
-        seconds = time.perf_counter() - start_time
         return {**self.module.logbook.results("train"), **self.record.epoch_validation,
-                **self.step_functions.logs(), "train_seconds": seconds,
-                "train_images_per_s": (step - first_step) * examples_per_step / seconds}
+                **self.step_functions.logs(), **speed.epoch_logs(step)}
 
     # ---- Evaluation ----------------------------------------------------------------------------
 
@@ -323,18 +303,10 @@ class Trainer:
 
     def _rank(self, epoch, logs, *, validation):
         """Ranks the module's weights by `logs` while they are the weights that produced them:
-        a `val_*` monitor right after each validation (mid-epoch ones included; `_evaluate`
-        has averaged the replicas' copies), any other monitor with the epoch's logs."""
+        a `val_*` monitor right after each validation (mid-epoch ones included), any other
+        monitor with the epoch's logs."""
         if self.best_models and self.best_models.monitor.startswith("val_") == validation:
             self.best_models.update(self.module, epoch, self.global_step, logs)
-
-    def _sanity_check(self):
-        """Runs a few validation batches before training, so a broken `validation_step` fails now."""
-        batches = self.loop_config.num_sanity_val_steps
-        logs = self.evaluator.evaluate("val", limit=batches)
-        self.module.logbook.reset("val")
-        self._print(f"sanity check: {batches} validation batch(es) ran | "
-                    + reporting.format_logs(reporting.metrics_only(logs)))
 
     # ---- Checkpoints and stopping ----------------------------------------------------------------
 
@@ -351,38 +323,26 @@ class Trainer:
                 record=self.record, **self.step_functions.checkpointed())
             restored = self.checkpointer.restore(self.resume_from)
         if restored:
-            step = self.global_step
-            self._print(f"resumed from {restored}: step {step}, epoch "
-                        f"{step // self.steps_per_epoch + 1} at batch {step % self.steps_per_epoch}")
+            epoch, batch = divmod(self.global_step, self.steps_per_epoch)
+            self._print(f"resumed from {restored}: step {self.global_step}, epoch {epoch + 1} at "
+                        f"batch {batch}")
 
     def _save_and_maybe_stop(self, step, *, epoch_end=False):
         """Saves when the cadence says so (and at every epoch end); after a SIGTERM/SIGINT on any
         worker, saves and stops the run."""
-        # Under multi-worker every worker must stop at the same step (saving is a collective), so
-        # a signal or a stop request (e.g. Timer's, which reads each host's clock) on any worker
-        # stops all. Voted once per call: a signal landing during the save counts at the next.
-        signalled = distribute.any_worker(self.strategy, self._stop_signal is not None)
-        if distribute.any_worker(self.strategy, self.should_stop) and not self.should_stop:
-            self.request_stop("another worker's request")
-        if signalled or epoch_end or (self.checkpointer and self.checkpointer.due(step)):
-            self._save_checkpoint()
+        signalled = stopping.vote(self)  # Under multi-worker all workers stop at one step, or none.
+        due = signalled or epoch_end or (self.checkpointer and self.checkpointer.due(step))
+        if due and self.checkpointer and step != self._saved_step:  # At most once per step.
+            self.evaluator.average_replica_copies()  # Every replica holds the same model first.
+            self.module.logbook.even_out("train", self.strategy)  # As a restore would leave them.
+            logging.debug("saved %s", self.checkpointer.save(step))
+            self._saved_step = step
+            faults.reached("saved")
         if signalled:
             signal_number = self._stop_signal or signal.SIGTERM  # SIGTERM: another worker's.
-            raise TrainingInterrupted.after(signal_number, step, self.checkpointer)
+            raise stopping.TrainingInterrupted.after(signal_number, step, self.checkpointer)
 
-    def _save_checkpoint(self):
-        """Saves the run's state (every replica holds the same model first); once per step."""
-        step = self.global_step
-        if not self.checkpointer or self._saved_step == step:
-            return
-        self.evaluator.average_replica_copies()
-        self.module.logbook.even_out("train", self.strategy)  # As a restore would leave them.
-        path = self.checkpointer.save(step)
-        self._saved_step = step
-        logging.debug("saved %s", path)
-        faults.reached("saved")
-
-    # ---- Callbacks and output (output: chief only) --------------------------------------------------
+    # ---- Callbacks and output (output: chief only) ---------------------------------------------
 
     def _call(self, hook, *args):
         for callback in self.callbacks:
