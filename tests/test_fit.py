@@ -1,6 +1,7 @@
 """The Trainer on one device, in process: learning, logging, prediction, eager mode, errors."""
 
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import tensorflow as tf
 
 import trainer
 from trainer import checkpointing
+from trainer import trainer as trainer_lib
 from conftest import quadrant_data as _quadrant_data
 from conftest import quadrant_datamodule as _datamodule
 from conftest import tiny_network as _tiny_network
@@ -250,3 +252,22 @@ class _RateAtEachLoopCall(trainer.callbacks.Callback):
 
     def on_train_batch_end(self, step, logs):
         self.rates.append(float(self.trainer.optimizer.learning_rate))
+
+
+@pytest.mark.parametrize("chief", [True, False])
+def test_only_the_chief_says_that_a_resumed_run_keeps_its_learning_rate(tmp_path, caplog,
+                                                                       monkeypatch, chief):
+    def run(learning_rate):
+        fitter = trainer.Trainer(epochs=1, enable_progress_bar=False, enable_model_summary=False,
+                                 num_sanity_val_steps=0, max_steps=2,
+                                 checkpointer=checkpointing.Checkpointer(str(tmp_path / "ckpt")))
+        fitter.fit(trainer.ImageClassifier(_tiny_network(), learning_rate=learning_rate),
+                   _datamodule())
+
+    run(1e-2)
+    monkeypatch.setattr(trainer_lib.distribute, "is_chief", lambda strategy: chief)
+    caplog.set_level(logging.INFO, logger="absl")
+    run(3e-3)  # Restores the step-2 checkpoint, trained on 1e-2; trains on 3e-3.
+    said = [r.getMessage() for r in caplog.records if "as configured" in r.getMessage()]
+    assert said == (["learning rate 0.003, as configured (the checkpoint's run trained on 0.01)"]
+                    if chief else [])

@@ -179,9 +179,9 @@ def averaged_weights(optimizer, variables):
 
 
 @contextlib.contextmanager
-def keeping_learning_rate(optimizer):
+def keeping_learning_rate(optimizer, say=logging.info):
     """Within the block a checkpoint may be restored into `optimizer`; afterwards it trains on
-    the learning rate it was configured with again.
+    the learning rate it was configured with again, and `say(line)` tells when they differed.
 
     A checkpoint restores the optimizer's state (its step count, moments and averages) and,
     because Keras keeps a constant learning rate in a variable, that rate too. The rate is a
@@ -196,6 +196,6 @@ def keeping_learning_rate(optimizer):
     yield
     restored = float(rate.numpy())
     if restored != configured:
-        logging.info("learning rate %g, as configured (the checkpoint's run trained on %g)",
-                     configured, restored)
+        say(f"learning rate {configured:g}, as configured (the checkpoint's run trained on "
+            f"{restored:g})")
         rate.assign(configured)

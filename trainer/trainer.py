@@ -313,7 +313,7 @@ class Trainer:
     def _restore_checkpoint(self):
         """Tracks the run's state and restores the given or latest checkpoint, inside the scope."""
         # Callbacks may create variables to checkpoint; the learning rate is a setting, not state.
-        with self.strategy.scope(), optimization.keeping_learning_rate(self.optimizer):
+        with self.strategy.scope(), optimization.keeping_learning_rate(self.optimizer, self._print):
             self.checkpointer.track(
                 module=self.module, optimizer=self.optimizer,
                 train_metrics=self.module.logbook.variables("train"),
