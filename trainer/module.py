@@ -8,6 +8,7 @@ import contextlib
 import tensorflow as tf
 
 import data
+from trainer import distribute
 
 
 class LogBook:
@@ -67,8 +68,9 @@ class LogBook:
         Raises:
             TypeError: if `hook` is the training step and returns no loss.
         """
-        replica_batch = make_dataset(tf.distribute.InputContext(
-            num_replicas_in_sync=strategy.num_replicas_in_sync)).element_spec
+        # This worker's own pipeline, as training will build it: with --cache_dir, building a
+        # pipeline caches its examples, and a one-pipeline context would cache the whole split.
+        replica_batch = make_dataset(distribute.input_context(strategy)).element_spec
         with self.discovering(stage) as names:
             traced = tf.function(lambda batch: strategy.run(hook, args=(batch,)))
             outputs = traced.get_concrete_function(replica_batch).structured_outputs

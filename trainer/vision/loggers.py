@@ -59,9 +59,16 @@ class SamplePredictions(base.Callback):
     def _sample_batch(self):
         """The first `num_samples` examples of the validation set (taken once, then kept)."""
         if self._samples is None:
-            dataset = self.trainer.datamodule.evaluation_dataset(
-                "val", tf.distribute.InputContext(), limit_batches=1)
-            images, labels = next(iter(dataset))
+            # The chief's own input pipeline (one replica per worker), which starts where the split
+            # starts; with --cache_dir it is cached already, where a one-pipeline context would
+            # decode and cache the whole split once more.
+            strategy = self.trainer.strategy
+            workers, worker = distribute.num_workers(strategy), distribute.worker_index(strategy)
+            context = tf.distribute.InputContext(num_input_pipelines=workers,
+                                                 input_pipeline_id=worker,
+                                                 num_replicas_in_sync=workers)
+            dataset = self.trainer.datamodule.evaluation_dataset("val", context, limit_batches=1)
+            images, labels = next(iter(dataset))  # One global batch's share: eval batch / workers.
             self._samples = images[:self.num_samples], labels[:self.num_samples]
         return self._samples
 
