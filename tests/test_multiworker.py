@@ -142,7 +142,8 @@ def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp("uninterrupted")
     os.makedirs(root / "tmp1")
     worker_args = [[os.path.join(TESTS, "mocked_main.py"), str(NUM_EXAMPLES), *MAIN_FLAGS,
-                    f"--model_dir={root / f'run{index}'}"] for index in (0, 1)]
+                    f"--model_dir={root / f'run{index}'}", f"--cache_dir={root / f'cache{index}'}"]
+                   for index in (0, 1)]
     results = local_cluster.run_workers(worker_args, str(root), [{}, {"TMPDIR": str(root / "tmp1")}])
     for returncode, log in results:
         assert returncode == 0, log[-3000:]
@@ -167,6 +168,23 @@ def test_only_the_chief_writes_files(uninterrupted):
     assert "wrote " not in worker_log and "epoch 2/2" not in worker_log
     with open(root / "run0" / "results.json") as f:
         assert json.load(f)["replicas"] == 2
+
+
+def test_the_votes_between_workers_leave_the_console_quiet(uninterrupted):
+    # The stop votes are all-reduces run from the host loop; run eagerly, each of the first five
+    # printed TensorFlow's "Using CollectiveAllReduceStrategy eagerly has significant overhead".
+    _, results = uninterrupted
+    for _, log in results:
+        assert "eagerly has significant overhead" not in log
+
+
+def test_each_worker_decodes_and_caches_only_its_own_shards(uninterrupted):
+    root, _ = uninterrupted
+    for index in (0, 1):  # Each worker its own --cache_dir, as on two hosts.
+        entries = glob.glob(str(root / f"cache{index}" / "*" / "*" / "*" / "pipeline-*"))
+        # The training split and the test split (validation and test both read it).
+        assert len(entries) == 2, entries
+        assert {os.path.basename(entry) for entry in entries} == {f"pipeline-{index}-of-2"}
 
 
 def test_a_killed_cluster_restarted_ends_equal_to_an_uninterrupted_run(uninterrupted, tmp_path):

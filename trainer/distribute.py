@@ -327,6 +327,9 @@ def replica_mismatches(strategy: tf.distribute.Strategy, variables) -> dict[str,
     return mismatches
 
 
+_VOTES: dict = {}  # strategy -> its traced vote, for any_worker
+
+
 def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
     """Whether `flag` is True on any worker; every worker must call it (it is an all-reduce).
 
@@ -336,8 +339,12 @@ def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
     """
     if num_workers(strategy) == 1:
         return flag
-    votes = strategy.run(lambda: tf.constant(float(flag)))
-    return float(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)) > 0
+    if strategy not in _VOTES:  # Traced once: run eagerly, the all-reduce is slow (and TF warns).
+        def count_votes(flag):
+            votes = strategy.run(lambda flag: flag, args=(flag,))  # Every replica votes.
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)
+        _VOTES[strategy] = tf.function(count_votes)
+    return float(_VOTES[strategy](tf.constant(float(flag)))) > 0
 
 
 def gathered_labels(strategy: tf.distribute.Strategy,
