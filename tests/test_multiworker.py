@@ -166,6 +166,9 @@ def test_only_the_chief_writes_files(uninterrupted):
             "worker 0 (the chief") in chief_log
     assert "global batch 32 = 2 replica(s) x 16 per replica, on 2 worker(s)" in chief_log
     assert "wrote " not in worker_log and "epoch 2/2" not in worker_log
+    # The other workers print warnings and errors only (the chief's run writes and says it all).
+    assert "exported" not in worker_log and "results:" not in worker_log
+    assert "worker 1 of 2 prints only warnings and errors" in worker_log
     with open(root / "run0" / "results.json") as f:
         assert json.load(f)["replicas"] == 2
 

@@ -63,6 +63,7 @@ def main(argv):
     # Each ending is printed once, as a plain line on stderr, without a traceback.
     try:
         strategy = _create_strategy()
+        _quiet_unless_chief(strategy)
         results = _explain_selftest_or_train(strategy)
     except trainer.TrainingInterrupted as interruption:
         _requeue_if_asked(strategy, interruption)
@@ -89,6 +90,17 @@ def _create_strategy() -> tf.distribute.Strategy:
         communication=run_flags.distribution.COMMUNICATION.value,
         slurm_port_base=run_flags.distribution.SLURM_PORT_BASE.value,
         evaluator=run_flags.distribution.EVALUATE_CHECKPOINTS.value)
+
+
+def _quiet_unless_chief(strategy):
+    """Under multi-worker training the chief prints the run; the other workers print warnings
+    and errors only (as Lightning prints on rank 0), since their lines would repeat its."""
+    if distribute.is_chief(strategy):
+        return
+    worker, workers = distribute.worker_index(strategy), distribute.num_workers(strategy)
+    logging.info("worker %d of %d prints only warnings and errors; the chief prints the run",
+                 worker, workers)
+    logging.set_verbosity(logging.WARNING)
 
 
 def _requeue_if_asked(strategy, interruption):
