@@ -259,18 +259,24 @@ def test_selftest_passes_on_one_device_and_on_two_logical_devices():
 
 def test_selftest_passes_on_two_workers(tmp_path):
     args = ["-m", "trainer.main", "--selftest", "--batch_size=32", "--strategy=multi_worker"]
-    (chief_code, chief_log), (worker_code, _) = local_cluster.run_workers([args, args], str(tmp_path))
+    (chief_code, chief_log), (worker_code, worker_log) = local_cluster.run_workers(
+        [args, args], str(tmp_path))
     assert (chief_code, worker_code) == (0, 0), chief_log[-3000:]
     assert "self-test PASSED: 5 of 5 checks passed" in chief_log
     assert "over 2 worker(s)" in chief_log
+    # The other worker's one-device reference run is not printed twice.
+    assert "epoch 1/1 | step 3" in chief_log and "epoch 1/1" not in worker_log
 
 
 def test_selftest_fails_when_a_replica_on_the_other_worker_is_perturbed(tmp_path):
     # Replica 1 lives on worker 1: worker 0 can only see the difference through the all-gather.
     args = ["-m", "trainer.main", "--selftest", "--batch_size=32", "--strategy=multi_worker",
             "--selftest_perturb_replica=1"]
-    (chief_code, chief_log), (worker_code, _) = local_cluster.run_workers([args, args], str(tmp_path))
+    # An explicit --verbosity lets a worker other than the chief print its info lines.
+    (chief_code, chief_log), (worker_code, worker_log) = local_cluster.run_workers(
+        [args, [*args, "--verbosity=0"]], str(tmp_path))
     assert chief_code != 0 and worker_code != 0
+    assert "epoch 1/1 | step 3" in worker_log and "prints only warnings" not in worker_log
     failed = [line for line in chief_log.splitlines() if line.startswith("FAIL")]
     assert len(failed) == 1 and "replica copies of all 10 variables identical" in failed[0]
     assert float(failed[0].split()[1]) == pytest.approx(1e-3, rel=1e-3)

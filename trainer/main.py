@@ -94,12 +94,13 @@ def _create_strategy() -> tf.distribute.Strategy:
 
 def _quiet_unless_chief(strategy):
     """Under multi-worker training the chief prints the run; the other workers print warnings
-    and errors only (as Lightning prints on rank 0), since their lines would repeat its."""
-    if distribute.is_chief(strategy):
+    and errors only (as Lightning prints on rank 0), since their lines would repeat its. An
+    explicit --verbosity wins, e.g. --verbosity=0 to read one worker's info lines."""
+    if distribute.is_chief(strategy) or absl_flags.FLAGS["verbosity"].present:
         return
     worker, workers = distribute.worker_index(strategy), distribute.num_workers(strategy)
-    logging.info("worker %d of %d prints only warnings and errors; the chief prints the run",
-                 worker, workers)
+    logging.info("worker %d of %d prints only warnings and errors (--verbosity=0: all); the "
+                 "chief prints the run", worker, workers)
     logging.set_verbosity(logging.WARNING)
 
 
