@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 import data
 from conftest import input_context
 from data import decoded_cache
+from trainer import datasets
 
 
 @pytest.fixture
@@ -124,7 +125,6 @@ class _SecondOfTwoWorkers:
 
 
 def test_a_worker_caches_only_its_own_shard_of_the_evaluation_data(tmp_path, decodes):
-    from trainer import datasets  # pylint: disable=import-outside-toplevel
     with tfds.testing.mock_data(num_examples=40):
         module = _module(tmp_path)
         evaluation = datasets.DistributedData(_SecondOfTwoWorkers(), module, limits=lambda _: None)

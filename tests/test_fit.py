@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import trainer
 from trainer import checkpointing
-from trainer import trainer as trainer_lib
+from trainer import distribute
 from conftest import quadrant_data as _quadrant_data
 from conftest import quadrant_datamodule as _datamodule
 from conftest import tiny_network as _tiny_network
@@ -265,7 +265,7 @@ def test_only_the_chief_says_that_a_resumed_run_keeps_its_learning_rate(tmp_path
                    _datamodule())
 
     run(1e-2)
-    monkeypatch.setattr(trainer_lib.distribute, "is_chief", lambda strategy: chief)
+    monkeypatch.setattr(distribute, "is_chief", lambda strategy: chief)
     caplog.set_level(logging.INFO, logger="absl")
     run(3e-3)  # Restores the step-2 checkpoint, trained on 1e-2; trains on 3e-3.
     said = [r.getMessage() for r in caplog.records if "as configured" in r.getMessage()]

@@ -174,8 +174,8 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
     except trainer.TrainingDiverged as error:
         if writes_files and is_chief:  # A sweep reads why the run ended; nothing is exported.
             run_files.write_outputs(model_dir, {**results, "steps": fitter.global_step,
-                                       "stop_reason": "diverged", "error": str(error)},
-                           fitter.history)
+                                                "stop_reason": "diverged", "error": str(error)},
+                                    fitter.history)
         raise
     except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
         damaged = datamodule.damage_report(error)  # A truncated or corrupt file of the dataset?

@@ -266,8 +266,7 @@ class Trainer:
         if step == epoch * self.steps_per_epoch:  # (A run resumed mid-epoch keeps its means.)
             self.module.logbook.reset("train")
             self.record.epoch_validation = {}
-        speed = reporting.Throughput(step, examples_per_step=(
-            self.datamodule.batch_size * self.step_config.accumulate_grad_batches))
+        speed = reporting.Throughput(step, examples_per_step=self.module.global_batch_size)
         while step < end_step and not self.should_stop:
             loss, healthy = train_loop(iterator,
                                        tf.constant(self.schedule.steps_in_next_loop(step, epoch)))
