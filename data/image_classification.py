@@ -121,6 +121,10 @@ class ImageClassificationData(datamodule.DataModule):
         """Returns the number of examples of `stage` over all input pipelines (0 if no such split)."""
         raise NotImplementedError
 
+    def has_stage(self, stage: str) -> bool:
+        """Whether `stage` ("train", "val", "test" or "predict") has examples to read."""
+        return self._num_examples(stage) > 0
+
     def overfit(self, num_batches: int) -> None:
         """Trains and validates on the same first `num_batches` training batches, unshuffled and
         unaugmented: a model that cannot drive their loss down has a bug."""

@@ -243,9 +243,6 @@ class ImageFolderData(image_classification.ImageClassificationData):
         del error
         return None
 
-    def has_stage(self, stage: str) -> bool:
-        return bool(self._files.get(stage))
-
     def describe(self) -> str:
         """One line for the run's plan: the folder, its classes and splits, what was skipped."""
         counts = []
