@@ -103,16 +103,19 @@ def _reason(path: str) -> str:
     return "it decoded on a second try"
 
 
-def decode(path: tf.Tensor, *, channels: int, size: tuple[int, int]) -> tf.Tensor:
+def decode(path: tf.Tensor, *, channels: int, size: tuple[int, int],
+           resize_if_needed: bool = True) -> tf.Tensor:
     """The image in file `path` as uint8 [height, width, channels] of `size` (height, width).
 
     Grayscale images become RGB (the gray value in each channel) when `channels` is 3, and an
     alpha channel is dropped. An image of another size is resized to `size`, stretched, with
     antialiasing (a shrunk image keeps no aliasing artefacts); one of that size is not touched.
+    `resize_if_needed=False` skips that check, for files known to have the size already.
     """
     image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-    differs = tf.reduce_any(tf.shape(image)[:2] != tf.constant(size))
-    image = tf.cond(differs, lambda: resize(image, size), lambda: image)
+    if resize_if_needed:
+        differs = tf.reduce_any(tf.shape(image)[:2] != tf.constant(size))
+        image = tf.cond(differs, lambda: resize(image, size), lambda: image)
     return tf.ensure_shape(image, [*size, channels])
 
 

@@ -234,8 +234,10 @@ class ImageFolderData(image_classification.ImageClassificationData):
         paths, labels = zip(*files)
         height, width, channels = self.input_shape
         examples = tf.data.Dataset.from_tensor_slices((list(paths), np.array(labels, np.int64)))
+        resize = self._resized > 0  # Otherwise every image has the size already: no check.
         return examples.map(lambda path, label: (
-            image_files.decode(path, channels=channels, size=(height, width)), label),
+            image_files.decode(path, channels=channels, size=(height, width),
+                               resize_if_needed=resize), label),
             num_parallel_calls=tf.data.AUTOTUNE)
 
     def damage_report(self, error):
