@@ -121,10 +121,6 @@ class ImageClassificationData(datamodule.DataModule):
         """Returns the number of examples of `stage` over all input pipelines (0 if no such split)."""
         raise NotImplementedError
 
-    def has_stage(self, stage: str) -> bool:
-        """Whether `stage` ("train", "val", "test" or "predict") has examples to read."""
-        return self._num_examples(stage) > 0
-
     def overfit(self, num_batches: int) -> None:
         """Trains and validates on the same first `num_batches` training batches, unshuffled and
         unaugmented: a model that cannot drive their loss down has a bug."""
@@ -277,6 +273,11 @@ class ImageClassificationData(datamodule.DataModule):
             examples = examples.take(limit_batches * replicas_per_pipeline * batch_size)
         # The partial last batch is kept: evaluation sees every example exactly once.
         return examples.cache().batch(batch_size)
+
+    def has_stage(self, stage: str) -> bool:
+        """Whether `stage` ("train", "val", "test" or "predict") has examples to read."""
+        return self._num_examples(stage) > 0
+
 
 def _replica_slices(global_batches: tf.data.Dataset, ctx: tf.distribute.InputContext,
                     global_batch_size: int) -> tf.data.Dataset:

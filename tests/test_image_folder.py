@@ -193,3 +193,27 @@ def test_image_size_text():
     assert image_files.parse_image_size("24x32") == (24, 32)
     with pytest.raises(ValueError, match=r"image_size \('24x'\) must be HEIGHTxWIDTH"):
         image_files.parse_image_size("24x")
+
+
+def test_the_command_line_tells_a_folder_from_a_tfds_name(folder):
+    from absl import flags as absl_flags
+    from absl.testing import flagsaver
+    from trainer import main
+    if not absl_flags.FLAGS.is_parsed():
+        absl_flags.FLAGS.mark_as_parsed()
+    with flagsaver.flagsaver(dataset=str(folder), image_size="8", model="sequential",
+                             val_split="train[90%:]", test_split="", batch_size=4):
+        assert main._model_dir() == os.path.join("runs", "pets-sequential")  # Not inside it.
+        assert main._dataset_identity() == image_folder.identity(str(folder))
+        datamodule = main._datamodule()
+        assert isinstance(datamodule, data.ImageFolderData)
+        assert datamodule.input_shape == (8, 8, 3) and not datamodule.has_stage("test")
+    with flagsaver.flagsaver(dataset="cifar10", image_size="32"):
+        assert main._dataset_identity() == "cifar10"
+        with pytest.raises(ValueError, match=r"image_size \('32'\) applies to image folders only, "
+                                             r"and dataset \('cifar10'\) is not a folder"):
+            main._datamodule()
+    with flagsaver.flagsaver(dataset=str(folder), predict_files="new/*.jpg", predict_split="test"):
+        with pytest.raises(ValueError, match=r"predict_files \('new/\*.jpg'\) and predict_split "
+                                             r"\('test'\) both write predictions.csv"):
+            main._datamodule()
