@@ -17,8 +17,10 @@ the middle of an epoch, and the images' sizes and channels decide the input shap
 """
 
 import hashlib
+import io
 import os
 import types
+import uuid
 
 import numpy as np
 import tensorflow as tf
@@ -123,7 +125,7 @@ class ImageFolderData(image_classification.ImageClassificationData):
         listed = {name: self._list_split(name, folders[name]) for name in sorted(used)}
         for stage in self.splits:
             self._files[stage] = self._select(stage, listed, folders)
-        self._check_and_shape([path for files in listed.values() for path, _ in files])
+        self._check_and_shape([pair for files in listed.values() for pair in files])
 
     def _folder_of(self, stage, folders):
         """The first split folder `stage` reads (the training split's holds the class names)."""
@@ -191,9 +193,9 @@ class ImageFolderData(image_classification.ImageClassificationData):
                              f"{self.root}: {error}") from None
         return [pair for part in parts for pair in listed[part.splitname][part.from_:part.to]]
 
-    def _check_and_shape(self, paths):
+    def _check_and_shape(self, files):
         """Decodes every image once (a bad file is named now) and sets the input shape."""
-        shapes = image_files.check_images(paths)
+        shapes = self._checked_shapes(files)
         channels = 3 if np.any(shapes[:, 2] >= 3) else 1
         sizes = {(int(height), int(width)) for height, width in shapes[:, :2]}
         if self.image_size is None and len(sizes) > 1:
@@ -208,6 +210,29 @@ class ImageFolderData(image_classification.ImageClassificationData):
         self._input_shape = (*size, channels)
         self._resized = int(np.sum(np.any(shapes[:, :2] != size, axis=1)))
         self._made_rgb = int(np.sum(shapes[:, 2] < 3)) if channels == 3 else 0
+
+    def _checked_shapes(self, files) -> np.ndarray:
+        """Every image's [height, width, channels] (`image_files.check_images`). With a cache_dir
+        they are kept there, keyed like the decoded cache by the files' paths, sizes and
+        modification times, so a later run on unchanged files skips the check."""
+        paths = [path for path, _ in files]
+        if not self.cache_dir:
+            return image_files.check_images(paths)
+        record = os.path.join(self.cache_dir, "image_folder", _name(self.root),
+                              f"checked-{_fingerprint(files, self.root)[:16]}.npy")
+        if tf.io.gfile.exists(record):
+            with tf.io.gfile.GFile(record, "rb") as f:
+                return np.load(io.BytesIO(f.read()))
+        shapes = image_files.check_images(paths)
+        content = io.BytesIO()
+        np.save(content, shapes)
+        tf.io.gfile.makedirs(os.path.dirname(record))
+        # Written whole under another name first: a killed run leaves no partial record.
+        temporary = f"{record}.{uuid.uuid4().hex[:8]}.tmp"
+        with tf.io.gfile.GFile(temporary, "wb") as f:
+            f.write(content.getvalue())
+        tf.io.gfile.rename(temporary, record, overwrite=True)
+        return shapes
 
     # ---- What the pipeline reads -------------------------------------------------------------
 
@@ -240,6 +265,11 @@ class ImageFolderData(image_classification.ImageClassificationData):
                                resize_if_needed=resize), label),
             num_parallel_calls=tf.data.AUTOTUNE)
 
+    def example_paths(self, stage: str) -> list[str]:
+        """The file of each example of `stage`, in the order the pipeline reads them (one
+        pipeline): predictions.csv names them."""
+        return [path for path, _ in self._files[stage]]
+
     def damage_report(self, error):
         """Files are checked in `setup()`; an error later (a file changed since) is not rewritten."""
         del error
@@ -261,7 +291,9 @@ class ImageFolderData(image_classification.ImageClassificationData):
             notes.append(f"{self._resized} resized")
         if self._made_rgb:
             notes.append(f"{self._made_rgb} grayscale made RGB")
-        if self._skipped:
+        if self._skipped == 1:
+            notes.append("1 file that is not an image skipped")
+        elif self._skipped:
             notes.append(f"{self._skipped} files that are not images skipped")
         return (f"image folder {self.root}: {self.num_classes} classes | {' | '.join(counts)} | "
                 f"{', '.join(notes)}")

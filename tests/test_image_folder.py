@@ -1,6 +1,7 @@
 """The image folder source in-process: layouts, splits, sizes and channels, bad input, and the
 pipeline's guarantees (seeded order, sharding, exactly-once evaluation, the decoded cache)."""
 
+import csv
 import os
 import shutil
 
@@ -52,7 +53,7 @@ def test_default_splits_hold_out_a_fixed_class_mixed_tenth(folder):
     assert "3 classes | train 32 (train[:90%]) | val 4 (train[90%:])" in line
     assert "no test (no 'test' split folder)" in line
     assert "8x8x3" in line and "grayscale made RGB" in line
-    assert "1 files that are not images skipped" in line
+    assert "1 file that is not an image skipped" in line
 
 
 def test_a_moved_folder_keeps_its_order_identity_and_batches(folder, tmp_path):
@@ -186,6 +187,40 @@ def test_the_decoded_cache_serves_the_same_examples_and_a_changed_file_rebuilds_
     for path in paths:  # From now on only the cache can serve the examples.
         os.remove(path)
     np.testing.assert_array_equal(_pixels(dataset), changed)
+
+
+def test_with_a_cache_dir_a_later_run_on_the_same_files_skips_the_check(tmp_path, monkeypatch):
+    root, cache_dir = tmp_path / "pets", str(tmp_path / "cache")
+    paths = make_folder(str(root), per_class=2, sizes=((8, 8), (6, 6)), gray_every=2)
+    first = _setup(root, image_size=(8, 8), cache_dir=cache_dir)
+
+    def no_check(paths):
+        raise AssertionError("the images were checked again")
+
+    monkeypatch.setattr(image_files, "check_images", no_check)
+    again = _setup(root, image_size=(8, 8), cache_dir=cache_dir)
+    assert again.describe() == first.describe()  # The same sizes and channels, from the record.
+    write_image(paths[0], class_image(0, size=(9, 9)))  # A changed file: checked again.
+    with pytest.raises(AssertionError, match="checked again"):
+        _setup(root, image_size=(8, 8), cache_dir=cache_dir)
+
+
+def test_predictions_of_a_split_name_their_files(folder, tmp_path):
+    import trainer
+    from trainer.vision import predictions
+    datamodule = data.ImageFolderData(root=str(folder), batch_size=4, image_size=(8, 8),
+                                      val_split="", predict_split="train[90%:]")
+    network = tf.keras.Sequential([tf.keras.layers.Flatten(), tf.keras.layers.Dense(3)])
+    module = trainer.ImageClassifier(network, learning_rate=1e-3)
+    fitter = trainer.Trainer(epochs=1, enable_progress_bar=False, enable_model_summary=False)
+    path = str(tmp_path / "predictions.csv")
+    assert predictions.write_predictions(fitter, module, datamodule, path) == 4
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:3] == ["index", "path", "label"]
+    for row, (file_path, label) in zip(rows, datamodule._files["predict"]):
+        assert row["path"] == file_path and row["label_name"] == CLASSES[label]
+        assert file_path.startswith(os.path.join(str(folder), row["label_name"], ""))
 
 
 def test_image_size_text():

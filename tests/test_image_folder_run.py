@@ -80,7 +80,7 @@ def test_the_plan_names_the_folder_its_classes_and_what_was_made_consistent(runs
     log = runs["clean_log"]
     assert "3 classes | train 40 (train[:84%]) | val 8 (train[84%:]) | test 8 (train[84%:])" in log
     assert "24x24x3" in log and "grayscale made RGB" in log and "resized" in log
-    assert "1 files that are not images skipped" in log
+    assert "1 file that is not an image skipped" in log
     with open(os.path.join(runs["clean"], "label.labels.txt")) as f:
         assert f.read().split() == list(CLASSES)
 
