@@ -33,6 +33,7 @@ from data import image_files
 
 
 def has_images_directly(directory: str) -> bool:
+    """Whether `directory` itself (not a subfolder) holds an image file."""
     return any(image_files.is_image_name(name) for name in tf.io.gfile.listdir(directory)
                if not tf.io.gfile.isdir(os.path.join(directory, name)))
 

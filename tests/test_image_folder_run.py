@@ -83,6 +83,7 @@ def test_the_plan_names_the_folder_its_classes_and_what_was_made_consistent(runs
     assert "1 file that is not an image skipped" in log
     with open(os.path.join(runs["clean"], "label.labels.txt")) as f:
         assert f.read().split() == list(CLASSES)
+    assert os.path.exists(os.path.join(runs["clean"], "confusion_matrix.png"))  # With class names.
 
 
 def test_a_killed_and_moved_run_resumes_exactly(runs):
