@@ -227,16 +227,16 @@ def test_a_folder_on_another_file_system_is_read_through_tf_io_gfile():
     # TensorFlow's in-memory file system stands in for gs:// and the other plugins' schemes.
     for label, name in enumerate(CLASSES[:2]):
         for index in range(3):
-            tf.io.write_file(f"ram://shared/pets/{name}/{index}.png",
+            tf.io.write_file(f"ram://store/pets/{name}/{index}.png",
                              tf.io.encode_png(class_image(label)))
-    tf.io.write_file("ram://shared/pets/dog/list.txt", "not an image")
-    module = _setup("ram://shared/pets", train_split="train[:50%]", val_split="train[50%:]")
+    tf.io.write_file("ram://store/pets/dog/list.txt", "not an image")
+    module = _setup("ram://store/pets", train_split="train[:50%]", val_split="train[50%:]")
     assert "2 classes | train 3 (train[:50%]) | val 3 (train[50%:])" in module.describe()
     assert "1 file that is not an image skipped" in module.describe()
     assert sorted(_labels(module.val_dataset(input_context())) + _labels(
         module.evaluation_dataset("train", input_context()))) == [0, 0, 0, 1, 1, 1]
-    _setup("ram://shared/pets", cache_dir="ram://shared/cache")  # The check's record goes there.
-    assert tf.io.gfile.glob("ram://shared/cache/image_folder/pets/checked-*.npy")
+    _setup("ram://store/pets", cache_dir="ram://store/cache")  # The check's record goes there.
+    assert tf.io.gfile.glob("ram://store/cache/image_folder/pets/checked-*.npy")
 
 
 def test_image_size_text():
