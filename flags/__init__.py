@@ -3,7 +3,7 @@
     flags.model          --model, --learning_rate, --sync_batchnorm, --dropout,
                          --width_multiplier, --weight_decay, --label_smoothing
     flags.dataset        --dataset, --data_dir, --download, --batch_size, splits, --augment,
-                         --predict_split, --data_order
+                         --predict_split, --data_order, --image_size, --predict_files
     flags.training       --epochs, --seed, --model_dir, --steps_per_loop, --precision,
                          --jit_compile, --run_eagerly, --detect_anomaly, --profile_steps,
                          checkpoints

@@ -24,6 +24,8 @@ from absl import logging
 import tensorflow as tf
 
 import data
+from data import image_files
+from data import image_folder
 import flags as run_flags
 import layers
 import trainer
@@ -42,6 +44,7 @@ from trainer.cli import quiet
 from trainer.cli import run_files
 from trainer.cli import selftest
 from trainer.vision import export
+from trainer.vision import file_predictions
 from trainer.vision import predictions
 from trainer.vision import loggers as vision_loggers
 
@@ -216,7 +219,7 @@ def _fit_test_and_export(strategy, model_dir, loop_config, step_config, learning
             run_directory.record_settings(model_dir, _settings())
             run_files.write_flagfile(model_dir, _flags_text())
         results.update(fitter.fit(module, datamodule))
-        testing = run_flags.dataset.TEST_SPLIT.value and loop_config.limit_test_batches != 0
+        testing = datamodule.has_stage("test") and loop_config.limit_test_batches != 0
         if testing and run_flags.optimization.EMA_DECAY.value:
             # The live weights at the last step, to compare with the averages.
             results.update(fitter.test(module, datamodule, live_weights=True))
@@ -248,6 +251,8 @@ def _fit_test_and_export(strategy, model_dir, loop_config, step_config, learning
                                                    os.path.join(model_dir, "export"),
                                                    is_chief=is_chief)
             logging.info("exported the %s model for serving to %s", which, export_dir)
+            if is_chief:  # The names of the export's classes, for clients and --predict_files.
+                file_predictions.write_labels(model_dir, datamodule.class_names)
         else:
             logging.warning("nothing exported: the model's weights hold NaN or Inf and no "
                             "validation scored a finite %s", run_flags.training.MONITOR.value)
@@ -257,6 +262,8 @@ def _fit_test_and_export(strategy, model_dir, loop_config, step_config, learning
         if is_chief:
             logging.info("wrote %s: the %s model's predictions of the %d examples of %r", path,
                          which, rows, run_flags.dataset.PREDICT_SPLIT.value)
+    if run_flags.dataset.PREDICT_FILES.value and is_chief:  # The export alone: no collective.
+        _predict_files(model_dir, datamodule.class_names, which)
     if is_chief:
         faults.reached("results")
         run_files.write_outputs(model_dir, results, fitter.history)
@@ -401,31 +408,71 @@ def _flags_text() -> str:
 
 
 def _model_dir() -> str:
+    dataset = run_flags.dataset.DATASET.value
+    if _is_image_folder():  # runs/<folder's name>-<model>, not a path inside the folder
+        dataset = os.path.basename(os.path.normpath(dataset))
     return run_flags.training.MODEL_DIR.value or os.path.join(
-        "runs", f"{run_flags.dataset.DATASET.value}-{run_flags.model.MODEL.value}")
+        "runs", f"{dataset}-{run_flags.model.MODEL.value}")
 
 
-def _datamodule() -> data.TFDSImageData:
-    """The TFDS DataModule the flags describe, prepared and set up (its metadata read)."""
-    if run_flags.dataset.CACHE_DIR.value:
-        run_directory.check_directory(run_flags.dataset.CACHE_DIR.value, "cache_dir")
-    datamodule = data.TFDSImageData(
-        name=run_flags.dataset.DATASET.value,
-        data_dir=run_flags.dataset.DATA_DIR.value,
-        download=run_flags.dataset.DOWNLOAD.value,
-        train_split=run_flags.dataset.TRAIN_SPLIT.value,
-        val_split=run_flags.dataset.VAL_SPLIT.value,
-        test_split=run_flags.dataset.TEST_SPLIT.value,
-        predict_split=run_flags.dataset.PREDICT_SPLIT.value,
-        cache_dir=run_flags.dataset.CACHE_DIR.value,
-        batch_size=run_flags.dataset.BATCH_SIZE.value,
-        eval_batch_size=_eval_batch_size(),
-        seed=run_flags.training.SEED.value,
-        augment=run_flags.dataset.AUGMENT.value,
-        data_order=run_flags.dataset.DATA_ORDER.value)
+def _is_image_folder() -> bool:
+    """--dataset names an existing folder (an image folder), not a TFDS dataset."""
+    return tf.io.gfile.isdir(run_flags.dataset.DATASET.value)
+
+
+def _dataset_identity() -> str:
+    """What run_config.json records of the data: the TFDS name, or the image folder's name and
+    classes, which stay the same when the folder or the run directory moves."""
+    if _is_image_folder():
+        return image_folder.identity(run_flags.dataset.DATASET.value)
+    return run_flags.dataset.DATASET.value
+
+
+def _datamodule() -> data.ImageClassificationData:
+    """The DataModule the flags describe (an image folder or a TFDS dataset), prepared and set up
+    (its metadata read; an image folder's images checked)."""
+    dataset = run_flags.dataset
+    if dataset.CACHE_DIR.value:
+        run_directory.check_directory(dataset.CACHE_DIR.value, "cache_dir")
+    if dataset.PREDICT_FILES.value and dataset.PREDICT_SPLIT.value:
+        raise ValueError(f"predict_files ({dataset.PREDICT_FILES.value!r}) and predict_split "
+                         f"({dataset.PREDICT_SPLIT.value!r}) both write predictions.csv: pass one")
+    common = dict(
+        train_split=dataset.TRAIN_SPLIT.value, val_split=dataset.VAL_SPLIT.value,
+        test_split=dataset.TEST_SPLIT.value, predict_split=dataset.PREDICT_SPLIT.value,
+        cache_dir=dataset.CACHE_DIR.value, batch_size=dataset.BATCH_SIZE.value,
+        eval_batch_size=_eval_batch_size(), seed=run_flags.training.SEED.value,
+        augment=dataset.AUGMENT.value, data_order=dataset.DATA_ORDER.value)
+    if _is_image_folder():
+        image_size = dataset.IMAGE_SIZE.value
+        datamodule = data.ImageFolderData(
+            root=dataset.DATASET.value, **common,
+            image_size=image_files.parse_image_size(image_size) if image_size else None)
+    elif dataset.IMAGE_SIZE.value:
+        raise ValueError(f"image_size ({dataset.IMAGE_SIZE.value!r}) applies to image folders "
+                         f"only, and dataset ({dataset.DATASET.value!r}) is not a folder: a TFDS "
+                         "dataset keeps its own image size")
+    else:
+        datamodule = data.TFDSImageData(name=dataset.DATASET.value,
+                                        data_dir=dataset.DATA_DIR.value,
+                                        download=dataset.DOWNLOAD.value, **common)
     datamodule.prepare_data()
     datamodule.setup()  # Reads the image shape and class count the network is built for.
     return datamodule
+
+
+def _predict_files(model_dir: str, class_names: list[str], which: str) -> None:
+    """--predict_files: the exported model's class of each file, into predictions.csv."""
+    pattern = run_flags.dataset.PREDICT_FILES.value
+    export_dir = os.path.join(model_dir, "export")
+    if not tf.io.gfile.exists(export_dir):
+        logging.warning("--predict_files: no predictions, since nothing was exported")
+        return
+    path = os.path.join(model_dir, "predictions.csv")
+    rows = file_predictions.write_file_predictions(export_dir, pattern, path,
+                                                   class_names=class_names)
+    logging.info("wrote %s: the %s model's predictions of the %d image files of %r", path,
+                 which, rows, pattern)
 
 
 def _eval_batch_size() -> int:
@@ -476,7 +523,7 @@ def _prepare_model_dir(model_dir) -> run_directory.RunLock:
 def _settings() -> dict:
     """The flags that change what is trained: a resumed run must match the recorded ones."""
     return {
-        "model": run_flags.model.MODEL.value, "dataset": run_flags.dataset.DATASET.value,
+        "model": run_flags.model.MODEL.value, "dataset": _dataset_identity(),
         "batch_size": run_flags.dataset.BATCH_SIZE.value,
         "train_split": run_flags.dataset.TRAIN_SPLIT.value,
         "data_order": run_flags.dataset.DATA_ORDER.value,
