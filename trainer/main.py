@@ -6,7 +6,8 @@ Trainer's two configs and its callbacks, runs fit then test, and writes `<model_
 `<model_dir>/timings.json` (wall times, images/s) through trainer/cli/run_files.py.
 `--explain` prints the plan instead (trainer/cli/explain.py), `--selftest` checks the strategy
 (trainer/cli/selftest.py), and `--evaluate_checkpoints` (or a TF_CONFIG task of type "evaluator")
-validates the run's checkpoints as they appear (trainer/cli/evaluator.py).
+validates the run's checkpoints as they appear (trainer/cli/evaluator.py). `run(argv)` is the
+same command as a Python function, for launchers that call one in each worker (trainer/cluster/).
 
 Under multi-worker training every worker runs this same program; only the chief writes files, but
 every worker takes part in every collective (metric reads, checkpoint saves, the export), in the
@@ -34,7 +35,7 @@ from trainer import faults
 from trainer import optimization
 from trainer import precision
 from trainer import schedule
-from trainer import slurm
+from trainer.cluster import slurm
 from trainer.cli import evaluator
 from trainer import tuning
 from trainer.cli import explain
@@ -55,18 +56,12 @@ for _flags_module in (run_flags.model, run_flags.dataset, run_flags.training,
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
-    quiet.hide_library_info_lines(logging.get_verbosity())
-    if slurm.in_job():
-        slurm.tolerate_late_requeue_signal()
-    # Each ending is printed once, as a plain line on stderr, without a traceback.
+    """`python -m trainer.main`, once absl's `app.run` has parsed the flags: the run, and each way
+    it can end printed once, as a plain line on stderr without a traceback, with the exit status
+    the shell expects (0, 1, or 128 + the signal that stopped it)."""
     try:
-        strategy = _create_strategy()
-        _quiet_unless_chief(strategy)
-        results = _explain_selftest_or_train(strategy)
+        _run_parsed(argv)
     except trainer.TrainingInterrupted as interruption:
-        _requeue_if_asked(strategy, interruption)
         print(f"stopped: {interruption}", file=sys.stderr)
         sys.exit(128 + interruption.signal_number)  # The shell's convention for "killed by".
     except tf.errors.UnavailableError as error:  # Under multi-worker: another worker died.
@@ -75,8 +70,85 @@ def main(argv):
                  "checkpoint")
     except (ValueError, TypeError, OSError, RuntimeError) as error:
         sys.exit(f"error: {error}")
+
+
+def run(argv: list[str]) -> dict:
+    """The command as a function: `run(["trainer.main", *flags])` does what `python -m
+    trainer.main <flags>` does, for launchers that call a function in every worker process (Ray's
+    `TensorflowTrainer`, trainer/cluster/ray_train.py) or a notebook.
+
+    A process runs one run: TensorFlow configures its devices, and a multi-worker strategy its
+    collective ops, once per process, so a second call raises (with a message saying so) before
+    it touches TensorFlow.
+
+    Args:
+        argv: a command line without its interpreter: the program's name, then the flags.
+
+    Returns:
+        The run's results, as in `<model_dir>/results.json` (the evaluator task's record under
+        `--evaluate_checkpoints`; empty after `--explain` or `--selftest`).
+
+    Raises:
+        ValueError: a flag value, or a combination of flags, that the run refuses; it names the
+            flag (absl's own message for a value that fails the flag's definition), or an
+            argument that is not a flag.
+        trainer.TrainingInterrupted: after SIGTERM, SIGINT or SIGUSR1, once the state is saved.
+        trainer.TrainingDiverged, OSError, RuntimeError, tf.errors.OpError: as the command line
+            reports them in its `error: ...` line.
+    """
+    parse_flags(argv)
+    logging.use_absl_handler()  # What app.run does for the command line.
+    return _run_parsed(argv[:1]) or {}
+
+
+def parse_flags(argv: list[str]) -> None:
+    """Sets the flags of flags/ from a command line, as `python -m trainer.main` would, starting
+    from their defaults. The launchers (trainer/cluster/) check their workers' flags with it
+    once, before they start any worker.
+
+    Args:
+        argv: a command line without its interpreter: the program's name, then the flags.
+
+    Raises:
+        ValueError: for a flag that is unknown or whose value its definition refuses (absl's
+            message, which names it), or for an argument that is not a flag.
+    """
+    if absl_flags.FLAGS.is_parsed():  # A second parse must not inherit the first one's values.
+        absl_flags.FLAGS.unparse_flags()
+    try:
+        remaining = absl_flags.FLAGS(argv)
+    except absl_flags.Error as error:
+        raise ValueError(str(error)) from None
+    if len(remaining) > 1:
+        raise ValueError(f"unexpected positional arguments: {' '.join(remaining[1:])}")
+
+
+_runs_started = []  # This process's run, once it starts (there is at most one: see `run`).
+
+
+def _run_parsed(argv: list[str]) -> dict | None:
+    """Creates the strategy, then explains, self-tests, evaluates or trains (the flags are
+    parsed); logs and returns the results."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
+    if _runs_started:
+        raise RuntimeError(f"a run has already started in this process (pid {os.getpid()}): "
+                           "TensorFlow sets up its devices and collective ops once per process, "
+                           "so start each run in a new process")
+    _runs_started.append(os.getpid())
+    quiet.hide_library_info_lines(logging.get_verbosity())
+    if slurm.in_job():
+        slurm.tolerate_late_requeue_signal()
+    strategy = _create_strategy()
+    _quiet_unless_chief(strategy)
+    try:
+        results = _explain_selftest_or_train(strategy)
+    except trainer.TrainingInterrupted as interruption:
+        _requeue_if_asked(strategy, interruption)
+        raise
     if results:
         logging.info("results: %s", json.dumps(results))
+    return results
 
 
 def _create_strategy() -> tf.distribute.Strategy:
