@@ -97,7 +97,10 @@ def run(argv: list[str]) -> dict:
             reports them in its `error: ...` line.
     """
     parse_flags(argv)
-    logging.use_absl_handler()  # What app.run does for the command line.
+    # What app.run does for the command line: absl's log handler, and INFO lines by default.
+    logging.use_absl_handler()
+    if absl_flags.FLAGS["verbosity"].using_default_value:
+        absl_flags.FLAGS.verbosity = 0
     return _run_parsed(argv[:1]) or {}
 
 

@@ -8,7 +8,8 @@
   N-1 (worker 0 is the chief) and, if asked, an "evaluator" task (trainer/cli/evaluator.py).
 - Output. The chief's lines pass through as they are. The other workers print warnings and
   errors only (trainer/main.py); their lines come prefixed, "[worker 1] ...", without the INFO
-  lines unless the flags set --verbosity. The evaluator's lines all come, prefixed.
+  lines and the `stopped: ...` line that repeat the chief's, unless the flags set --verbosity.
+  The evaluator's lines all come, prefixed.
   Every task's `error: ...` line is held back: the launcher ends with one line that names the
   task that failed first and says why, instead of N copies of the same error.
 - Signals. SIGINT and SIGTERM are forwarded to every task, so the workers save a checkpoint and
@@ -216,8 +217,9 @@ def _relay(process: _Process, pipe, stream, show_info: bool) -> None:
         import_error = _IMPORT_ERROR.search(text)
         if import_error:
             process.import_error = import_error[0]
-        if task.type == "worker" and not task.is_chief and not show_info and _INFO_LINE.match(line):
-            continue
+        if (task.type == "worker" and not task.is_chief and not show_info
+                and (_INFO_LINE.match(line) or line.startswith(b"stopped: "))):
+            continue  # The chief's lines say the same.
         with _write_lock:
             stream.buffer.write(prefix + line)
             stream.flush()
