@@ -39,7 +39,8 @@ _TF_CONFIG_RULE = (
     '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
     '"index": 0}}, set before the program starts (see docs/multi_worker.md)')
 # The TF_CONFIG task types that train; an "evaluator" only reads the checkpoints.
-_TRAINING_TASKS = ("chief", "worker")
+TRAINING_TASKS = ("chief", "worker")
+EVALUATOR_TASK = "evaluator"
 
 
 def split_cpu(num_devices: int) -> None:
@@ -114,13 +115,13 @@ def _training_tasks(config: dict | None) -> int:
     """How many training tasks (processes) the TF_CONFIG cluster has; 0 without TF_CONFIG."""
     if not config:
         return 0
-    return sum(len(config["cluster"].get(job, ())) for job in _TRAINING_TASKS)
+    return sum(len(config["cluster"].get(job, ())) for job in TRAINING_TASKS)
 
 
 def is_evaluator_task() -> bool:
     """Whether TF_CONFIG makes this process the cluster's evaluator (trainer/cli/evaluator.py)."""
     config = tf_config_cluster()
-    return bool(config) and config["task"]["type"] == "evaluator"
+    return bool(config) and config["task"]["type"] == EVALUATOR_TASK
 
 
 def cluster_source() -> str | None:
