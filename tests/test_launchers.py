@@ -140,6 +140,20 @@ def test_a_worker_that_cannot_import_the_project_stops_the_run_in_one_line(tmp_p
     assert errors[0].endswith("; the launcher stopped the other 1 process(es)")
 
 
+def test_an_error_every_worker_prints_is_reported_once(tmp_path):
+    # Each worker would train alone with a one-process strategy, and each would write the files.
+    process = _start("trainer.launch", [*_launch_args(tmp_path / "run"), "--strategy=mirrored"],
+                     tmp_path)
+    code, _, stderr = _finish(process, tmp_path)
+    errors = [line for line in stderr.splitlines()
+              if line.startswith("error: ") or line.startswith("[worker 1] error: ")]
+    assert code == 1 and len(errors) == 1, stderr[-3000:]
+    assert errors[0].startswith("error: worker ")
+    assert (" exited with status 1: strategy ('mirrored') trains in this process alone, but "
+            "TF_CONFIG names a cluster of 2 training tasks: use --strategy=multi_worker (or "
+            "auto) to train together, or unset TF_CONFIG to train alone") in errors[0]
+
+
 @pytest.fixture
 def flags_restored():
     """Tests that parse the workers' flags in this process leave absl's flags as they were."""
