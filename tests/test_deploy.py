@@ -17,7 +17,6 @@ from absl import flags as absl_flags
 import flags as run_flags
 from conftest import ROOT
 from trainer import distribute
-from trainer import main as trainer_main
 
 yaml = pytest.importorskip("yaml", reason='PyYAML cannot be imported: pip install ".[test]"')
 
@@ -47,7 +46,7 @@ def test_every_pod_runs_the_command_line_with_flags_it_accepts(tfjob, flags_rest
         (container,) = _containers(spec)
         assert container["name"] == "tensorflow"  # The container the operator gives TF_CONFIG.
         assert container["command"] == ["python", "-m", "trainer.main"]
-        trainer_main.parse_flags(["trainer.main", *container["args"]])  # Raises if refused.
+        run_flags.parse(["trainer.main", *container["args"]])  # Raises if refused.
         # One replica per CPU pod: the global batch must divide by the training pods.
         assert run_flags.dataset.BATCH_SIZE.value % training_pods == 0
         assert run_flags.training.MODEL_DIR.value.startswith("/shared/")  # on the shared volume

@@ -8,7 +8,7 @@ unchanged; they are checked once here, before any worker starts.
 
 import sys
 
-from trainer import main as trainer_main
+import flags as run_flags
 from trainer.cluster import launcher
 from trainer.cluster import options
 
@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
     try:
         args, flags = parser.parse_launcher_args(argv)
         launcher.cluster_tasks(args.workers)  # --workers first: it costs no import.
-        trainer_main.parse_flags(["trainer.main", *flags])
+        run_flags.parse(["trainer.main", *flags])
         return launcher.launch(flags, workers=args.workers, evaluator=args.evaluator,
                                port=args.port)
     except ValueError as error:

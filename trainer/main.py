@@ -56,9 +56,8 @@ for _flags_module in (run_flags.model, run_flags.dataset, run_flags.training,
 
 
 def main(argv):
-    """`python -m trainer.main`, once absl's `app.run` has parsed the flags: the run, and each way
-    it can end printed once, as a plain line on stderr without a traceback, with the exit status
-    the shell expects (0, 1, or 128 + the signal that stopped it)."""
+    """`python -m trainer.main`: the run, each ending printed once as a plain line on stderr,
+    without a traceback, with the exit status the shell expects (0, 1, 128 + a signal)."""
     try:
         _run_parsed(argv)
     except trainer.TrainingInterrupted as interruption:
@@ -73,71 +72,28 @@ def main(argv):
 
 
 def run(argv: list[str]) -> dict:
-    """The command as a function: `run(["trainer.main", *flags])` does what `python -m
-    trainer.main <flags>` does, for launchers that call a function in every worker process (Ray's
-    `TensorflowTrainer`, trainer/cluster/ray_train.py) or a notebook.
-
-    A process runs one run: TensorFlow configures its devices, and a multi-worker strategy its
-    collective ops, once per process, so a second call raises (with a message saying so) before
-    it touches TensorFlow.
-
-    Args:
-        argv: a command line without its interpreter: the program's name, then the flags.
-
-    Returns:
-        The run's results, as in `<model_dir>/results.json` (the evaluator task's record under
-        `--evaluate_checkpoints`; empty after `--explain` or `--selftest`).
-
-    Raises:
-        ValueError: a flag value, or a combination of flags, that the run refuses; it names the
-            flag (absl's own message for a value that fails the flag's definition), or an
-            argument that is not a flag.
-        trainer.TrainingInterrupted: after SIGTERM, SIGINT or SIGUSR1, once the state is saved.
-        trainer.TrainingDiverged, OSError, RuntimeError, tf.errors.OpError: as the command line
-            reports them in its `error: ...` line.
-    """
-    parse_flags(argv)
-    # What app.run does for the command line: absl's log handler, and INFO lines by default.
-    logging.use_absl_handler()
+    """`run(["trainer.main", *flags])` does what `python -m trainer.main <flags>` does, for
+    launchers that call a function in each worker (trainer/cluster/ray_train.py); it returns the
+    results (results.json's; empty after --explain or --selftest) and raises where the command
+    prints `error: ...` (ValueError for a refused flag), or TrainingInterrupted after a signal.
+    TensorFlow sets up its devices and collective ops once per process: a second call raises."""
+    run_flags.parse(argv)
+    logging.use_absl_handler()  # What app.run does: absl's log handler, and INFO by default.
     if absl_flags.FLAGS["verbosity"].using_default_value:
         absl_flags.FLAGS.verbosity = 0
     return _run_parsed(argv[:1]) or {}
-
-
-def parse_flags(argv: list[str]) -> None:
-    """Sets the flags of flags/ from a command line, as `python -m trainer.main` would, starting
-    from their defaults. The launchers (trainer/cluster/) check their workers' flags with it
-    once, before they start any worker.
-
-    Args:
-        argv: a command line without its interpreter: the program's name, then the flags.
-
-    Raises:
-        ValueError: for a flag that is unknown or whose value its definition refuses (absl's
-            message, which names it), or for an argument that is not a flag.
-    """
-    if absl_flags.FLAGS.is_parsed():  # A second parse must not inherit the first one's values.
-        absl_flags.FLAGS.unparse_flags()
-    try:
-        remaining = absl_flags.FLAGS(argv)
-    except absl_flags.Error as error:
-        raise ValueError(str(error)) from None
-    if len(remaining) > 1:
-        raise ValueError(f"unexpected positional arguments: {' '.join(remaining[1:])}")
 
 
 _runs_started = []  # This process's run, once it starts (there is at most one: see `run`).
 
 
 def _run_parsed(argv: list[str]) -> dict | None:
-    """Creates the strategy, then explains, self-tests, evaluates or trains (the flags are
-    parsed); logs and returns the results."""
+    """Creates the strategy, then explains, self-tests, evaluates or trains; logs the results."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
-    if _runs_started:
+    if _runs_started:  # TensorFlow sets up its devices and collective ops once per process.
         raise RuntimeError(f"a run has already started in this process (pid {os.getpid()}): "
-                           "TensorFlow sets up its devices and collective ops once per process, "
-                           "so start each run in a new process")
+                           "start each run in a new process")
     _runs_started.append(os.getpid())
     quiet.hide_library_info_lines(logging.get_verbosity())
     if slurm.in_job():

@@ -9,7 +9,7 @@ before Ray starts. Ray is an optional extra: `pip install ".[ray]"`.
 import json
 import sys
 
-from trainer import main as trainer_main
+import flags as run_flags
 from trainer.cluster import options
 from trainer.cluster import ray_train
 
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
     try:
         args, flags = parser.parse_launcher_args(argv)
         ray_train.import_ray()  # Before the flags: without Ray, nothing else matters.
-        trainer_main.parse_flags(["trainer.main", *flags])
+        run_flags.parse(["trainer.main", *flags])
         results = ray_train.train(
             flags, workers=args.workers, address=args.address,
             cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
