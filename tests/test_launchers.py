@@ -11,6 +11,7 @@ PYTHONPATH) mocks TFDS in them, as tests/mocked_main.py does in a process a test
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from absl import flags as absl_flags
 
 import local_cluster
 from conftest import ROOT, TESTS, subprocess_env
+from trainer import distribute
 from trainer import launch
 from trainer import ray as ray_command
 from trainer.cluster import launcher
@@ -140,18 +142,23 @@ def test_a_worker_that_cannot_import_the_project_stops_the_run_in_one_line(tmp_p
     assert errors[0].endswith("; the launcher stopped the other 1 process(es)")
 
 
-def test_an_error_every_worker_prints_is_reported_once(tmp_path):
-    # Each worker would train alone with a one-process strategy, and each would write the files.
-    process = _start("trainer.launch", [*_launch_args(tmp_path / "run"), "--strategy=mirrored"],
-                     tmp_path)
+def test_an_error_that_every_worker_prints_is_reported_once(tmp_path):
+    process = _start("trainer.launch", _launch_args(tmp_path / "run"), tmp_path,
+                     TRAINER_TEST_NO_PROJECT="worker:0,worker:1")
     code, _, stderr = _finish(process, tmp_path)
-    errors = [line for line in stderr.splitlines()
-              if line.startswith("error: ") or line.startswith("[worker 1] error: ")]
+    errors = [line for line in stderr.splitlines() if "could not import the project" in line]
     assert code == 1 and len(errors) == 1, stderr[-3000:]
     assert errors[0].startswith("error: worker ")
-    assert (" exited with status 1: strategy ('mirrored') trains in this process alone, but "
-            "TF_CONFIG names a cluster of 2 training tasks: use --strategy=multi_worker (or "
-            "auto) to train together, or unset TF_CONFIG to train alone") in errors[0]
+
+
+def test_a_one_process_strategy_inside_a_cluster_is_refused(monkeypatch):
+    # Each worker would train alone, and each would write the chief's files.
+    monkeypatch.setenv("TF_CONFIG", launcher.tf_configs(launcher.cluster_tasks(2), [1, 2])[1])
+    with pytest.raises(ValueError, match=re.escape(
+            "strategy ('mirrored') trains in this process alone, but TF_CONFIG names a cluster of "
+            "2 training tasks: use --strategy=multi_worker (or auto) to train together, or unset "
+            "TF_CONFIG to train alone")):
+        distribute.create_strategy("mirrored")
 
 
 @pytest.fixture
@@ -200,14 +207,16 @@ def test_each_task_gets_the_cluster_and_its_own_task():
 # ---- Ray Train ----------------------------------------------------------------------------
 
 def _ray_missing() -> str | None:
+    """Why Ray Train cannot be imported, or None."""
     try:
-        ray_train.import_ray()
-    except RuntimeError as error:
-        return str(error)
+        import ray.train.tensorflow  # pylint: disable=import-outside-toplevel,unused-import
+    except ImportError as error:
+        return f"Ray Train cannot be imported ({error}): {ray_train.INSTALL_HINT}"
     return None
 
 
-needs_ray = pytest.mark.skipif(_ray_missing() is not None, reason=f"{_ray_missing()}")
+RAY_MISSING = _ray_missing()
+needs_ray = pytest.mark.skipif(RAY_MISSING is not None, reason=str(RAY_MISSING))
 
 
 @needs_ray

@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
                              "the run's own files go to --model_dir")
     try:
         args, flags = parser.parse_launcher_args(argv)
-        ray_train.import_ray()  # Before the flags: without Ray, nothing else matters.
+        ray_train.check_installed()  # Before the flags: without Ray, nothing else matters.
         run_flags.parse(["trainer.main", *flags])
         results = ray_train.train(
             flags, workers=args.workers, address=args.address,

@@ -6,9 +6,9 @@ PYTHONPATH; it changes nothing unless a test asks for it in the environment:
                                       yields N random examples, nothing is downloaded) from the
                                       moment the process imports trainer.main: what
                                       tests/mocked_main.py does for one process.
-    TRAINER_TEST_NO_PROJECT=<task>    the process whose TF_CONFIG task is <task> ("worker:1")
-                                      cannot import the project, as on a host where it is not
-                                      installed.
+    TRAINER_TEST_NO_PROJECT=<tasks>   the processes whose TF_CONFIG task is one of <tasks>
+                                      ("worker:1", or "worker:0,worker:1") cannot import the
+                                      project, as on a host where it is not installed.
 
 Ray's own processes have it on their path too: it costs them a look at the environment.
 """
@@ -27,7 +27,7 @@ class _TestSetUp(importlib.abc.MetaPathFinder):
 
     def find_spec(self, name, path=None, target=None):
         del path, target
-        if name == "trainer" and os.environ.get(NO_PROJECT, "") == _this_task():
+        if name == "trainer" and _this_task() in os.environ.get(NO_PROJECT, "").split(","):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         if name == "trainer.main" and os.environ.get(MOCK_TFDS):
             sys.meta_path.remove(self)

@@ -36,12 +36,15 @@ import time
 HOST = "127.0.0.1"  # Every task of a local cluster listens on loopback only.
 GRACE_S = 5.0  # After a failure: how long the other tasks get to end before they are killed.
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# trainer.main's exit statuses after a signal it handled: every worker saved and stopped.
+_SAVED_AND_STOPPED = {128 + number for number in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
 _POLL_S = 0.1
 _INFO_LINE = re.compile(rb"^I\d{4} ")  # absl's "I0102 10:11:12.345678 4242 main.py:99] ..."
 _VERBOSITY_FLAG = re.compile(r"^--?(verbosity|v)(=|$)")
 # The last line of an import's traceback, or what `python -m` prints when it cannot find the module.
 _IMPORT_ERROR = re.compile(r"(ModuleNotFoundError|ImportError): [^)]+|No module named .+")
 _PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies.
+_write_lock = threading.Lock()  # One relayed line at a time, whole.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +164,9 @@ def launch(flags: list[str], *, workers: int, evaluator: bool = False,
         for process in processes:
             for relay in process.relays:
                 relay.join()
+    except BaseException:  # E.g. no process could start: none is left behind.
+        _signal_running(processes, signal.SIGKILL)
+        raise
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -201,9 +207,6 @@ def _relay_output(process: _Process, show_info: bool) -> None:
                                  daemon=True)
         relay.start()
         process.relays.append(relay)
-
-
-_write_lock = threading.Lock()
 
 
 def _relay(process: _Process, pipe, stream, show_info: bool) -> None:
@@ -252,9 +255,12 @@ def _signal_running(processes: list[_Process], number: int) -> int:
 
 
 def _has_failed(process: _Process, received: list[int]) -> bool:
-    """Ended with a status other than 0, or than the one a forwarded signal leads to."""
+    """Ended with a status other than 0, a stop on a signal with the state saved (whoever sent
+    the signal), or a death by a signal that the launcher forwarded."""
     code = process.popen.poll()
-    return code not in (None, 0) and _status(code) not in {128 + number for number in received}
+    if code in (None, 0) or code in _SAVED_AND_STOPPED:
+        return False
+    return _status(code) not in {128 + number for number in received}
 
 
 def _status(returncode: int) -> int:

@@ -21,6 +21,7 @@ The training is the project's own, on `MultiWorkerMirroredStrategy`, as under an
 Ray is an optional extra (`pip install ".[ray]"`); only this module imports it.
 """
 
+import importlib.util
 import json
 import logging
 import os
@@ -34,12 +35,15 @@ _RESULTS_FILE = "results.json"
 INSTALL_HINT = 'Ray is not installed: pip install ".[ray]" (Ray Train with TensorFlow)'
 
 
-def import_ray():
-    """Imports Ray and Ray Train's TensorflowTrainer; returns the `ray` module.
+def check_installed() -> None:
+    """Raises RuntimeError, saying how to install Ray, if it is not installed. Imports nothing:
+    Ray reads some settings from the environment when it is first imported (see `train`)."""
+    if importlib.util.find_spec("ray") is None:
+        raise RuntimeError(INSTALL_HINT)
 
-    Raises:
-        RuntimeError: saying how to install them, if they cannot be imported.
-    """
+
+def _import_ray():
+    """Ray, with Ray Train's TensorflowTrainer imported; RuntimeError if they cannot be."""
     try:
         import ray  # pylint: disable=import-outside-toplevel
         import ray.train.tensorflow  # pylint: disable=import-outside-toplevel,unused-import
@@ -74,7 +78,11 @@ def train(flags: list[str], *, workers: int, address: str | None = None,
     if cpus_per_worker <= 0 or gpus_per_worker < 0:
         raise ValueError(f"cpus_per_worker ({cpus_per_worker}) must be > 0 and gpus_per_worker "
                          f"({gpus_per_worker}) >= 0")
-    ray = import_ray()
+    if address is None:
+        # A Ray of this machine alone listens on 127.0.0.1 only: Ray's switch for a one-machine
+        # Ray (Windows and macOS have it on by default), which Ray reads when it is imported.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray = _import_ray()
     from ray import train as ray_train  # pylint: disable=import-outside-toplevel
     # Ray's own lines below errors stay hidden (its INFO lines, and warnings that need no action,
     # e.g. that a one-machine Ray runs without its dashboard); the workers' lines all show.
@@ -82,10 +90,7 @@ def train(flags: list[str], *, workers: int, address: str | None = None,
     for name, value in _WORKER_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     if address is None:
-        # A Ray of this machine alone listens on 127.0.0.1 only: Ray's switch for a one-machine
-        # Ray (Windows and macOS have it on by default) keeps it off the network interfaces.
         # Its processes inherit this environment: PYTHONPATH finds the project as here.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray.init(num_cpus=max(1, int(workers * cpus_per_worker)), **options)
     else:
         env_vars = {name: os.environ[name] for name in _WORKER_ENVIRONMENT}
