@@ -124,14 +124,17 @@ def _train_worker(config: dict) -> None:
     from ray import train as ray_train  # pylint: disable=import-outside-toplevel
     from trainer import main as trainer_main  # pylint: disable=import-outside-toplevel
     results = trainer_main.run(config["argv"])
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # Not its INFO lines on reporting.
-    if ray_train.get_context().get_world_rank() != 0:
-        ray_train.report({})
-        return
-    with tempfile.TemporaryDirectory() as directory:
-        with open(os.path.join(directory, _RESULTS_FILE), "w") as f:
-            json.dump(results, f)
-        ray_train.report({}, checkpoint=ray_train.Checkpoint.from_directory(directory))
+    logging.disable(logging.INFO)  # Ray Train logs INFO lines of its own as it reports.
+    try:
+        if ray_train.get_context().get_world_rank() != 0:
+            ray_train.report({})
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            with open(os.path.join(directory, _RESULTS_FILE), "w") as f:
+                json.dump(results, f)
+            ray_train.report({}, checkpoint=ray_train.Checkpoint.from_directory(directory))
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _first_failure(error: Exception) -> str:
