@@ -20,12 +20,14 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 from absl import flags as absl_flags
 
 import local_cluster
 from conftest import ROOT, TESTS, subprocess_env
 from trainer import distribute
 from trainer import launch
+from trainer import main as trainer_main
 from trainer import ray as ray_command
 from trainer.cluster import launcher
 from trainer.cluster import ray_train
@@ -166,6 +168,19 @@ def flags_restored():
     """Tests that parse the workers' flags in this process leave absl's flags as they were."""
     yield
     absl_flags.FLAGS.unparse_flags()
+
+
+def test_run_is_the_command_as_a_function_once_per_process(monkeypatch, capsys, flags_restored):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setattr(trainer_main, "_runs_started", [])  # As in a new process.
+    with tfds.testing.mock_data(num_examples=70):
+        assert trainer_main.run(["trainer.main", "--explain", "--batch_size=32"]) == {}
+    assert "2 optimizer steps per epoch x 10 epoch(s)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"flag --epochs=0: 0 is not a positive integer"):
+        trainer_main.run(["trainer.main", "--epochs=0"])  # Refused before anything starts.
+    with pytest.raises(RuntimeError, match=r"a run has already started in this process \(pid "
+                                           r"\d+\): start each run in a new process"):
+        trainer_main.run(["trainer.main", "--explain"])
 
 
 @pytest.mark.parametrize("args, message", [
