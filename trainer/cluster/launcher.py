@@ -76,7 +76,7 @@ def cluster_tasks(workers: int, *, evaluator: bool = False) -> list[Task]:
 
 
 def tf_configs(tasks: list[Task], ports: list[int]) -> list[str]:
-    """Each task's TF_CONFIG: the same cluster, every task at its port of 127.0.0.1, and the task."""
+    """Each task's TF_CONFIG: one cluster, every task at its port of 127.0.0.1, and the task."""
     cluster = {}
     for task, port in zip(tasks, ports):
         cluster.setdefault(task.type, []).append(f"{HOST}:{port}")
