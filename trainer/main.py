@@ -6,7 +6,8 @@ Trainer's two configs and its callbacks, runs fit then test, and writes `<model_
 `<model_dir>/timings.json` (wall times, images/s) through trainer/cli/run_files.py.
 `--explain` prints the plan instead (trainer/cli/explain.py), `--selftest` checks the strategy
 (trainer/cli/selftest.py), and `--evaluate_checkpoints` (or a TF_CONFIG task of type "evaluator")
-validates the run's checkpoints as they appear (trainer/cli/evaluator.py).
+validates the run's checkpoints as they appear (trainer/cli/evaluator.py). `run(argv)` is the
+same command as a Python function, for launchers that call one in each worker (trainer/cluster/).
 
 Under multi-worker training every worker runs this same program; only the chief writes files, but
 every worker takes part in every collective (metric reads, checkpoint saves, the export), in the
@@ -36,7 +37,7 @@ from trainer import faults
 from trainer import precision
 from trainer import run_directory
 from trainer import schedule
-from trainer import slurm
+from trainer.cluster import slurm
 from trainer.cli import evaluator
 from trainer import tuning
 from trainer.cli import explain
@@ -62,18 +63,11 @@ for _flags_module in (run_flags.model, run_flags.dataset, run_flags.training,
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
-    quiet.hide_library_info_lines(logging.get_verbosity())
-    if slurm.in_job():
-        slurm.tolerate_late_requeue_signal()
-    # Each ending is printed once, as a plain line on stderr, without a traceback.
+    """`python -m trainer.main`: the run, each ending printed once as a plain line on stderr,
+    without a traceback, with the exit status the shell expects (0, 1, 128 + a signal)."""
     try:
-        strategy = _create_strategy()
-        _quiet_unless_chief(strategy)
-        results = _explain_selftest_or_train(strategy)
+        _run_parsed(argv)
     except trainer.TrainingInterrupted as interruption:
-        _requeue_if_asked(strategy, interruption)
         print(f"stopped: {interruption}", file=sys.stderr)
         sys.exit(128 + interruption.signal_number)  # The shell's convention for "killed by".
     except KeyboardInterrupt:  # A second Ctrl-C, outside a checkpoint save: stop at once.
@@ -89,8 +83,45 @@ def main(argv):
         if full_disk is None and isinstance(error, tf.errors.OpError):
             raise  # Not a message for the user: a bug, shown with its traceback.
         sys.exit(f"error: {full_disk or error}")
+
+
+def run(argv: list[str]) -> dict:
+    """`run(["trainer.main", *flags])` does what `python -m trainer.main <flags>` does, for
+    launchers that call a function in each worker (trainer/cluster/ray_train.py); it returns the
+    results (results.json's; empty after --explain or --selftest) and raises where the command
+    prints `error: ...` (ValueError for a refused flag), or TrainingInterrupted after a signal.
+    TensorFlow sets up its devices and collective ops once per process: a second call raises."""
+    run_flags.parse(argv)
+    logging.use_absl_handler()  # What app.run does: absl's log handler, and INFO by default.
+    if absl_flags.FLAGS["verbosity"].using_default_value:
+        absl_flags.FLAGS.verbosity = 0
+    return _run_parsed(argv[:1]) or {}
+
+
+_runs_started = []  # This process's run, once it starts (there is at most one: see `run`).
+
+
+def _run_parsed(argv: list[str]) -> dict | None:
+    """Creates the strategy, then explains, self-tests, evaluates or trains; logs the results."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
+    if _runs_started:  # TensorFlow sets up its devices and collective ops once per process.
+        raise RuntimeError(f"a run has already started in this process (pid {os.getpid()}): "
+                           "start each run in a new process")
+    _runs_started.append(os.getpid())
+    quiet.hide_library_info_lines(logging.get_verbosity())
+    if slurm.in_job():
+        slurm.tolerate_late_requeue_signal()
+    strategy = _create_strategy()
+    _quiet_unless_chief(strategy)
+    try:
+        results = _explain_selftest_or_train(strategy)
+    except trainer.TrainingInterrupted as interruption:
+        _requeue_if_asked(strategy, interruption)
+        raise
     if results:
         logging.info("results: %s", json.dumps(results))
+    return results
 
 
 def _latest_checkpoint() -> str | None:

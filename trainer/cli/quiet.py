@@ -32,13 +32,14 @@ _CPP_LOG_LINE = re.compile(r"^(?:[\d-]+ [\d:.]+: )?([IWEF])(?:\d{4} [\d:.]+ +\d+
 # What absl prints before the first C++ log line of a library that has not set its logging up.
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
 _LIBRARIES = ("tensorflow", "keras", "tensorflow_datasets")
+COMMANDS = ("trainer.main", "trainer.launch", "trainer.ray")
 
 
 def is_command_line() -> bool:
-    """Whether this process was started as `python -m trainer.main`."""
+    """Whether this process was started as one of the project's commands: `python -m
+    trainer.main`, or a launcher of it (`python -m trainer.launch`, `python -m trainer.ray`)."""
     argv = sys.orig_argv
-    return any(option == "-m" and module == "trainer.main"
-               for option, module in zip(argv, argv[1:]))
+    return any(option == "-m" and module in COMMANDS for option, module in zip(argv, argv[1:]))
 
 
 def import_tensorflow() -> None:
