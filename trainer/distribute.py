@@ -381,6 +381,18 @@ def first_difference(strategy: tf.distribute.Strategy, values: dict[str, str]) -
                  if replicas * second != first * first), None)
 
 
+def check_same_on_every_worker(strategy: tf.distribute.Strategy, values: dict[str, str], *,
+                               what: str) -> None:
+    """Raises ValueError, naming the first entry of `values` that differs between the workers
+    and this worker's value of it; every worker must call it (`first_difference`)."""
+    different = first_difference(strategy, values)
+    if different:
+        raise ValueError(
+            f"the workers were started with different {what}: --{different} differs between "
+            f"them (on worker {worker_index(strategy)}: {values[different]}). Start every "
+            f"worker with the same {what}")
+
+
 def gathered_labels(strategy: tf.distribute.Strategy,
                     make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset]
                     ) -> np.ndarray:

@@ -106,3 +106,15 @@ def _shows(line: str, level: int) -> bool:
         return False  # It only announces the C++ lines that follow it.
     match = _CPP_LOG_LINE.match(line)
     return not match or _SEVERITIES.index(match.group(1)) >= level
+
+
+def quiet_unless_chief(*, worker: int, workers: int, verbosity_given: bool) -> None:
+    """Under multi-worker training the chief (worker 0) prints the run; the other workers print
+    warnings and errors only (as Lightning prints on rank 0), since their lines would repeat its.
+    An explicit --verbosity wins (`verbosity_given`), e.g. --verbosity=0 to read one worker's
+    info lines."""
+    if worker == 0 or verbosity_given:
+        return
+    absl_logging.info("worker %d of %d prints only warnings and errors (--verbosity=0: all); "
+                      "the chief prints the run", worker, workers)
+    absl_logging.set_verbosity(absl_logging.WARNING)
