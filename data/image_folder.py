@@ -20,7 +20,6 @@ import hashlib
 import io
 import os
 import types
-import uuid
 
 import numpy as np
 import tensorflow as tf
@@ -227,12 +226,7 @@ class ImageFolderData(image_classification.ImageClassificationData):
         shapes = image_files.check_images(paths)
         content = io.BytesIO()
         np.save(content, shapes)
-        tf.io.gfile.makedirs(os.path.dirname(record))
-        # Written whole under another name first: a killed run leaves no partial record.
-        temporary = f"{record}.{uuid.uuid4().hex[:8]}.tmp"
-        with tf.io.gfile.GFile(temporary, "wb") as f:
-            f.write(content.getvalue())
-        tf.io.gfile.rename(temporary, record, overwrite=True)
+        decoded_cache.write_atomically(record, content.getvalue())  # No partial record.
         return shapes
 
     # ---- What the pipeline reads -------------------------------------------------------------

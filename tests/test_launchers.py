@@ -170,17 +170,22 @@ def flags_restored():
     absl_flags.FLAGS.unparse_flags()
 
 
-def test_run_is_the_command_as_a_function_once_per_process(monkeypatch, capsys, flags_restored):
+def test_run_is_the_command_as_a_function(monkeypatch, capsys, flags_restored):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.setattr(trainer_main, "_runs_started", [])  # As in a new process.
     with tfds.testing.mock_data(num_examples=70):
         assert trainer_main.run(["trainer.main", "--explain", "--batch_size=32"]) == {}
-    assert "2 optimizer steps per epoch x 10 epoch(s)" in capsys.readouterr().out
-    with pytest.raises(ValueError, match=r"flag --epochs=0: 0 is not a positive integer"):
-        trainer_main.run(["trainer.main", "--epochs=0"])  # Refused before anything starts.
-    with pytest.raises(RuntimeError, match=r"a run has already started in this process \(pid "
-                                           r"\d+\): start each run in a new process"):
-        trainer_main.run(["trainer.main", "--explain"])
+        assert "2 optimizer steps per epoch x 10 epoch(s)" in capsys.readouterr().out
+        with pytest.raises(ValueError, match=r"flag --epochs=0: 0 is not a positive integer"):
+            trainer_main.run(["trainer.main", "--epochs=0"])  # Refused before anything starts.
+        # Another run on one device in the same process works; after a distributed one it
+        # cannot (TensorFlow sets up its devices and collective ops once per process).
+        assert trainer_main.run(["trainer.main", "--explain", "--batch_size=32"]) == {}
+        monkeypatch.setattr(trainer_main, "_runs_started", [False])  # As after a mirrored run.
+        with pytest.raises(RuntimeError, match=r"a run has already started in this process "
+                                               r"\(pid \d+\): start each distributed run in a "
+                                               r"new process"):
+            trainer_main.run(["trainer.main", "--explain"])
 
 
 @pytest.mark.parametrize("args, message", [

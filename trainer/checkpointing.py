@@ -225,7 +225,7 @@ class BestModels:
         # directory is deleted when this object is, at the latest when the process exits.
         self._temporary = None if is_chief else tempfile.TemporaryDirectory(prefix="best-")
         self._write_directory = directory if is_chief else self._temporary.name
-        os.makedirs(self._write_directory, exist_ok=True)
+        tf.io.gfile.makedirs(self._write_directory)
 
     @property
     def best(self) -> dict | None:
@@ -291,7 +291,7 @@ class BestModels:
 
     def _load(self):
         path = os.path.join(self.directory, self.FILE)
-        if not os.path.exists(path):
+        if not tf.io.gfile.exists(path):
             return []
         recorded = files.read_json(path, what="the ranking of the best models", fix=(
             f"delete {path} (and the step-* weights beside it) to rank anew from the next "

@@ -86,7 +86,8 @@ def run(argv: list[str]) -> dict:
     launchers that call a function in each worker (trainer/cluster/ray_train.py); it returns the
     results (results.json's; empty after --explain or --selftest) and raises where the command
     prints `error: ...` (ValueError for a refused flag), or TrainingInterrupted after a signal.
-    TensorFlow sets up its devices and collective ops once per process: a second call raises."""
+    TensorFlow sets up its devices and collective ops once per process: a second call in one
+    process must train on one device (e.g. --strategy=default), or it raises."""
     run_flags.parse(argv)
     logging.use_absl_handler()  # What app.run does: absl's log handler, and INFO by default.
     if absl_flags.FLAGS["verbosity"].using_default_value:
@@ -94,21 +95,23 @@ def run(argv: list[str]) -> dict:
     return _run_parsed(argv[:1]) or {}
 
 
-_runs_started = []  # This process's run, once it starts (there is at most one: see `run`).
+_runs_started = []  # This process's runs (see `run`: after the first, on one device only).
 
 
 def _run_parsed(argv: list[str]) -> dict | None:
     """Creates the strategy, then explains, self-tests, evaluates or trains; logs the results."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
-    if _runs_started:  # TensorFlow sets up its devices and collective ops once per process.
-        raise RuntimeError(f"a run has already started in this process (pid {os.getpid()}): "
-                           "start each run in a new process")
-    _runs_started.append(os.getpid())
     quiet.hide_library_info_lines(logging.get_verbosity())
     if slurm.in_job():
         slurm.tolerate_late_requeue_signal()
     strategy = _create_strategy()
+    one_device = strategy.num_replicas_in_sync == 1 and distribute.num_workers(strategy) == 1
+    if _runs_started and not (one_device and all(_runs_started)):
+        # TensorFlow sets up its devices and collective ops once per process.
+        raise RuntimeError(f"a run has already started in this process (pid {os.getpid()}): "
+                           "start each distributed run in a new process")
+    _runs_started.append(one_device)
     quiet.quiet_unless_chief(
         worker=distribute.worker_index(strategy),
         workers=distribute.num_workers(strategy),

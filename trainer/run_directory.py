@@ -20,6 +20,7 @@ import socket
 import time
 
 from absl import logging
+import tensorflow as tf
 
 from trainer import files
 
@@ -29,7 +30,7 @@ LOCK = ".lock"
 
 def check_directory(path: str, flag: str) -> None:
     """Raises ValueError, naming `flag`, if `path` exists and is not a directory."""
-    if os.path.exists(path) and not os.path.isdir(path):
+    if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
         raise ValueError(f"{flag} ({path}) is a file, not a directory: pass a directory (it is "
                          "created if it does not exist)")
 
@@ -50,23 +51,18 @@ class RunLock:
         self._held = False
 
     def acquire(self) -> None:
-        os.makedirs(self.model_dir, exist_ok=True)
+        tf.io.gfile.makedirs(self.model_dir)
         mine = _process_identity(self.model_dir)
         for _ in range(2):  # A stale lock is removed once, then taken like a free one.
-            try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = _read_lock(self.path)
-                if holder is not None and not _is_stale(holder, mine):
-                    raise ValueError(_held_message(self.model_dir, self.path, holder)) from None
-                logging.info("%s: took over the lock of %s", self.model_dir, _describe(holder)
-                             if holder else "a process that left it unreadable")
-                _remove(self.path)
-                continue
-            with os.fdopen(descriptor, "w") as f:
-                json.dump(mine, f)
-            self._held = True
-            return
+            if _create(self.path, json.dumps(mine)):
+                self._held = True
+                return
+            holder = _read_lock(self.path)
+            if holder is not None and not _is_stale(holder, mine):
+                raise ValueError(_held_message(self.model_dir, self.path, holder))
+            logging.info("%s: took over the lock of %s", self.model_dir, _describe(holder)
+                         if holder else "a process that left it unreadable")
+            _remove(self.path)
         raise ValueError(f"could not take the lock {self.path}: another process takes and "
                          "leaves it at the same time; run again")
 
@@ -83,10 +79,28 @@ class RunLock:
         self.release()
 
 
+def _create(path: str, text: str) -> bool:
+    """Creates the file `path` holding `text` unless it exists; returns whether it did. On
+    local disk in one step (O_EXCL). Object stores have no exclusive create: there two
+    processes starting within the same moment could both take the lock (said in the docs)."""
+    if not files.is_local(path):
+        if tf.io.gfile.exists(path):
+            return False
+        files.write_text(path, text)
+        return True
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "w") as f:
+        f.write(text)
+    return True
+
+
 def _process_identity(model_dir: str) -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
             "process_start": _process_start(os.getpid()),
-            "model_dir": os.path.realpath(model_dir)}
+            "model_dir": os.path.realpath(model_dir) if files.is_local(model_dir) else model_dir}
 
 
 def _process_start(pid: int) -> str | None:
@@ -100,9 +114,8 @@ def _process_start(pid: int) -> str | None:
 
 def _read_lock(path: str) -> dict | None:
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):  # Gone meanwhile, or cut short by a kill while written.
+        return json.loads(files.read_text(path))
+    except (tf.errors.OpError, ValueError):  # Gone meanwhile, or cut short while written.
         return None
 
 
@@ -137,8 +150,8 @@ def _held_message(model_dir, path, holder) -> str:
 
 def _remove(path: str) -> None:
     try:
-        os.remove(path)
-    except FileNotFoundError:
+        tf.io.gfile.remove(path)
+    except tf.errors.NotFoundError:
         pass
 
 
@@ -149,7 +162,7 @@ def check_settings(model_dir: str, settings: dict) -> None:
         ValueError: naming each setting that differs from the recorded run, or the damaged file.
     """
     path = os.path.join(model_dir, RUN_CONFIG)
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
         return
     recorded = files.read_json(path, what="the settings of the run in this directory", fix=(
         "delete it: the next run records its own settings (make sure they are the ones the "
@@ -166,19 +179,28 @@ def check_settings(model_dir: str, settings: dict) -> None:
 def record_settings(model_dir: str, settings: dict) -> None:
     """Writes run_config.json unless the run already has one (the first run's settings stay)."""
     path = os.path.join(model_dir, RUN_CONFIG)
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
         files.write_json(path, settings)
 
 
 def set_aside(model_dir: str) -> str | None:
     """Renames an existing `model_dir` to `<model_dir>.old-N` (never deletes it); returns the
-    new name."""
-    if not os.path.exists(model_dir) or not os.listdir(model_dir):
+    new name.
+
+    Raises:
+        ValueError: if the file system cannot rename directories (some object stores).
+    """
+    if not tf.io.gfile.exists(model_dir) or not tf.io.gfile.listdir(model_dir):
         return None
     number = 1
-    while os.path.exists(f"{model_dir}.old-{number}"):
+    while tf.io.gfile.exists(f"{model_dir}.old-{number}"):
         number += 1
-    os.rename(model_dir, f"{model_dir}.old-{number}")
+    try:
+        tf.io.gfile.rename(model_dir, f"{model_dir}.old-{number}")
+    except (tf.errors.OpError, OSError) as error:
+        raise ValueError(f"fresh_start: cannot rename {model_dir} to {model_dir}.old-{number} on "
+                         f"this file system ({str(error).splitlines()[0]}); pass another "
+                         "--model_dir instead") from None
     return f"{model_dir}.old-{number}"
 
 

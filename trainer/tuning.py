@@ -20,7 +20,6 @@ was on every replica: a run that searches first trains as if it had not.
 """
 
 import contextlib
-import csv
 import dataclasses
 import math
 
@@ -28,6 +27,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from trainer import files
 from trainer.callbacks import base
 from trainer.vision import plots
 
@@ -56,12 +56,9 @@ class LearningRateSearch:
 
     def write_csv(self, path: str) -> None:
         """Writes step, learning_rate, loss and smoothed_loss, one row per step."""
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["step", "learning_rate", "loss", "smoothed_loss"])
-            for step, row in enumerate(zip(self.learning_rates, self.losses,
-                                           self.smoothed_losses)):
-                writer.writerow([step, *(f"{value:.6g}" for value in row)])
+        files.write_csv(path, ["step", "learning_rate", "loss", "smoothed_loss"], [
+            [step, *(f"{value:.6g}" for value in row)] for step, row in enumerate(
+                zip(self.learning_rates, self.losses, self.smoothed_losses))])
 
     def summary(self) -> str:
         """One line: the range searched, why it stopped, and the suggestion."""

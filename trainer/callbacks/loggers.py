@@ -12,7 +12,6 @@ task adds its pictures (sample predictions, a confusion matrix) to the TensorBoa
 see trainer/vision/loggers.py.
 """
 
-import csv
 import os
 
 from absl import logging
@@ -138,7 +137,7 @@ class TensorBoardLogger(base.Callback):
         """Marks a restart in each of `runs` that exists: TensorBoard then drops its earlier
         events from step `first_dropped` on."""
         for run in runs:
-            if os.path.isdir(os.path.join(self.logdir, run)):
+            if tf.io.gfile.isdir(os.path.join(self.logdir, run)):
                 with self.writing(run):
                     summaries.restart(first_dropped)
 
@@ -186,7 +185,7 @@ class CSVLogger(base.Callback):
         self._epoch = 0  # 0-based, as the hooks count.
 
     def on_train_begin(self, logs):
-        if not self.trainer.is_chief or not os.path.exists(self.path):
+        if not self.trainer.is_chief or not tf.io.gfile.exists(self.path):
             return
         step = self.trainer.global_step
         columns, rows = self._read()
@@ -225,20 +224,14 @@ class CSVLogger(base.Callback):
 
     def _read(self) -> tuple[list[str], list[dict]]:
         """The file's header and rows; a missing file has the first columns and no rows."""
-        if not os.path.exists(self.path):
+        if not tf.io.gfile.exists(self.path):
             return list(self.FIRST_COLUMNS), []
-        with open(self.path, newline="") as f:
-            reader = csv.DictReader(f)
-            columns = list(reader.fieldnames or self.FIRST_COLUMNS)
-            return columns, list(reader)
+        columns, rows = files.read_csv(self.path)
+        return columns or list(self.FIRST_COLUMNS), rows
 
     def _rewrite(self, columns, rows):
-        """Writes the whole file anew, through a temporary file: a kill leaves the old one whole."""
-        with files.atomic_path(self.path) as temporary:
-            with open(temporary, "w", newline="") as f:
-                writer = csv.DictWriter(f, columns, restval="")
-                writer.writeheader()
-                writer.writerows(rows)
+        """Writes the whole file anew, atomically: a kill leaves the old one whole."""
+        files.write_csv(self.path, columns, rows)
 
 
 def _stage(name: str) -> tuple[str, str]:

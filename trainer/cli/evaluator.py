@@ -22,8 +22,6 @@ unless the chief deleted them first (`--keep_checkpoints`). A restarted evaluato
 it skips the steps that evaluator.json lists.
 """
 
-import csv
-import json
 import os
 import time
 
@@ -112,12 +110,12 @@ def _training_ended(model_dir: str, last_step: int) -> str | None:
     max_time or divergence ends before its final step). None while it may still train."""
     path = os.path.join(model_dir, "results.json")
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if not latest or not os.path.exists(path) or _step(latest) != last_step:
+    if not latest or not tf.io.gfile.exists(path) or _step(latest) != last_step:
         return None
-    if os.path.getmtime(path) < os.path.getmtime(latest + ".index"):
+    if tf.io.gfile.stat(path).mtime_nsec < tf.io.gfile.stat(latest + ".index").mtime_nsec:
         return None  # From an earlier fit of this model_dir: the run trains on.
-    with open(path) as f:
-        results = json.load(f)
+    results = files.read_json(path, what="the training run's results", fix="let the run "
+                              "write it again (run the training command once more)")
     return results.get("stop_reason", "finished") if results.get("steps") == last_step else None
 
 
@@ -169,7 +167,7 @@ class _Record:
         self.higher_is_better = higher_is_better
         self.evaluations: list[dict] = []
         self.best: dict | None = None
-        if os.path.exists(self.path):
+        if tf.io.gfile.exists(self.path):
             saved = files.read_json(self.path, what="the evaluator's record", fix=(
                 "delete it (the evaluator then evaluates every checkpoint again)"))
             self.evaluations, self.best = saved["evaluations"], saved["best"]
@@ -216,8 +214,4 @@ class _Record:
         columns = ["step"] + list(dict.fromkeys(
             name for entry in self.evaluations for name in entry
             if name not in ("step", "checkpoint")))
-        with files.atomic_path(os.path.join(self.directory, "metrics.csv")) as temporary:
-            with open(temporary, "w", newline="") as f:
-                writer = csv.DictWriter(f, columns, extrasaction="ignore", restval="")
-                writer.writeheader()
-                writer.writerows(self.evaluations)
+        files.write_csv(os.path.join(self.directory, "metrics.csv"), columns, self.evaluations)

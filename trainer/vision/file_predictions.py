@@ -13,8 +13,6 @@ the `label.labels.txt` the run wrote beside it:
     rows = file_predictions.predict_files("runs/pets-functional/export", "new/*.jpg")
 """
 
-import csv
-import io
 import os
 
 import numpy as np
@@ -60,7 +58,8 @@ def predict_files(export_dir: str, pattern: str, *, class_names: list[str] | Non
     Raises:
         ValueError: if `pattern` names no image, or a file cannot be decoded (named).
     """
-    serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+    # An export on an object store is a directory of versions (trainer/files.py).
+    serve = tf.saved_model.load(files.resolve_directory(export_dir)).signatures["serving_default"]
     height, width, channels = serve.structured_input_signature[1]["images"].shape[1:]
     paths, _ = image_files.find_images(pattern)
     images = tf.data.Dataset.from_tensor_slices(paths).map(
@@ -84,10 +83,6 @@ def write_file_predictions(export_dir: str, pattern: str, path: str, *,
     """Writes `predict_files(export_dir, pattern)` to the CSV file `path` (atomically); returns
     the number of rows."""
     rows = predict_files(export_dir, pattern, class_names=class_names)
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for file_path, guess, name, probability in rows:
-        writer.writerow([file_path, guess, name, f"{probability:.6f}"])
-    files.write_text(path, text.getvalue())
+    files.write_csv(path, COLUMNS, [[file_path, guess, name, f"{probability:.6f}"]
+                                    for file_path, guess, name, probability in rows])
     return len(rows)

@@ -8,6 +8,8 @@ matplotlib is an optional extra (`pip install ".[plots]"`); without it runs stil
 how to get the plots.
 """
 
+import io
+
 from absl import logging
 import numpy as np
 
@@ -87,9 +89,10 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str)
 def _save(figure, path, plt):
     """Saves `figure` as a PNG at `path`; a kill leaves the old picture or the new one."""
     figure.tight_layout()
-    with files.atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=100, format="png")
+    picture = io.BytesIO()
+    figure.savefig(picture, dpi=100, format="png")
     plt.close(figure)
+    files.write_bytes(path, picture.getvalue())
 
 
 def plot_learning_rate_search(learning_rates: list[float], losses: list[float],

@@ -15,11 +15,10 @@ predictions in split order on any cluster (data/image_classification.py). Every 
 (each gather is a collective); only the chief writes.
 """
 
-import csv
-
 import numpy as np
 
 from trainer import distribute
+from trainer import files
 
 COLUMNS = ("index", "label", "label_name", "predicted", "predicted_name", "probability")
 
@@ -47,12 +46,10 @@ def write_predictions(trainer, module, datamodule, path: str) -> int:
 
 def _write_csv(path, labels, probabilities, class_names, paths=None):
     predicted = np.argmax(probabilities, axis=-1)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS if paths is None else (COLUMNS[0], "path", *COLUMNS[1:]))
-        for index, (label, guess, row) in enumerate(zip(labels, predicted, probabilities)):
-            known = label >= 0
-            where = [] if paths is None else [paths[index]]
-            writer.writerow([index, *where, label if known else "",
-                             class_names[label] if known else "", guess, class_names[guess],
-                             f"{row[guess]:.6f}"])
+    rows = []
+    for index, (label, guess, row) in enumerate(zip(labels, predicted, probabilities)):
+        known = label >= 0
+        where = [] if paths is None else [paths[index]]
+        rows.append([index, *where, label if known else "", class_names[label] if known else "",
+                     guess, class_names[guess], f"{row[guess]:.6f}"])
+    files.write_csv(path, COLUMNS if paths is None else (COLUMNS[0], "path", *COLUMNS[1:]), rows)
