@@ -33,7 +33,8 @@ class TFDSImageData(image_classification.ImageClassificationData):
     """
 
     def __init__(self, *, name: str = "cifar10", data_dir: str | None = None, download: bool = True,
-                 train_split: str = "train", val_split: str = "test", test_split: str = "test",
+                 train_split: str = "train[:90%]", val_split: str = "train[90%:]",
+                 test_split: str = "test",
                  predict_split: str = "", cache_dir: str | None = None, **pipeline_kwargs):
         super().__init__(**pipeline_kwargs)
         if not train_split:

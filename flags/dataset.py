@@ -29,13 +29,19 @@ EVAL_BATCH_SIZE = flags.DEFINE_integer(
     "memory and takes fewer steps. Every example is evaluated exactly once, the partial last "
     "batch kept. Must be divisible by the number of replicas.", lower_bound=1)
 TRAIN_SPLIT = flags.DEFINE_string(
-    "train_split", "train", "TFDS split to train on, e.g. 'train' or 'train[:90%]'.")
+    "train_split", "train[:90%]",
+    "Split to train on: a TFDS split string such as 'train' or 'train[:90%]' (for an image folder, "
+    "its split folders, or 'train' for all of it). The default leaves the last 10% of 'train' for "
+    "validation: no decision of the run is taken on test data.")
 VAL_SPLIT = flags.DEFINE_string(
-    "val_split", "test",
-    "TFDS split to validate on after every epoch, e.g. 'train[90%:]'; '' for no validation. The "
-    "default 'test' follows the tutorial, which evaluates on the test set each epoch.")
+    "val_split", "train[90%:]",
+    "Split to validate on, which ranks the checkpoints (--monitor) and drives early stopping; "
+    "'' for no validation. Default: the 10% of 'train' that --train_split leaves out. The "
+    "tutorial validates on 'test' (--train_split=train --val_split=test --save_top_k=0 "
+    "reproduces it), which makes those decisions on the test set.")
 TEST_SPLIT = flags.DEFINE_string(
-    "test_split", "test", "TFDS split to test on after training; '' to skip testing.")
+    "test_split", "test",
+    "Split to test the run's model on, once, after training; '' to skip testing.")
 PREDICT_SPLIT = flags.DEFINE_string(
     "predict_split", "",
     "TFDS split to predict after training, e.g. 'test' or 'train[:1000]': writes "

@@ -91,6 +91,17 @@ def test_bad_split_names_the_argument(tmp_path):
         assert module.val_dataset(input_context()) is None
 
 
+def test_by_default_validation_holds_out_a_slice_of_the_training_split(real_data_dir):
+    # The real prepared CIFAR-10: 45,000 examples to train on, 5,000 to validate on, and the
+    # test split only for the test.
+    real = data.TFDSImageData(name="cifar10", data_dir=real_data_dir, download=False)
+    real.setup()
+    assert real.splits == {"train": "train[:90%]", "val": "train[90%:]", "test": "test",
+                           "predict": "test"}
+    assert [real._num_examples(stage) for stage in ("train", "val", "test")] == [  # pylint: disable=protected-access
+        45_000, 5_000, 10_000]
+
+
 def test_a_split_the_dataset_lacks_is_named(real_data_dir):
     # The real prepared CIFAR-10: tfds.testing.mock_data accepts any split name.
     real = data.TFDSImageData(name="cifar10", data_dir=real_data_dir, download=False,

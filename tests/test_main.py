@@ -29,7 +29,19 @@ def test_main_trains_tests_and_writes_results(tmp_model_dir):
     assert results["steps"] == 12 and results["epochs"] == 2
     assert 0.0 <= results["test_accuracy"] <= 1.0
     with open(os.path.join(tmp_model_dir, "history.json")) as f:
-        assert [epoch["train_loss"] for epoch in json.load(f)][-1] == results["train_loss"]
+        history = json.load(f)
+    assert [epoch["train_loss"] for epoch in history][-1] == results["train_loss"]
+    # No decision on test data by default: the epochs are ranked by their validation, and the
+    # validation split is the slice of the training split that training leaves out. (Mocked
+    # TFDS serves the same examples for every split name, so the flags are what tells here.)
+    with open(os.path.join(tmp_model_dir, "best", "best.json")) as f:
+        best = json.load(f)["ranking"][0]
+    validation = next(epoch for epoch in history if epoch["step"] == best["step"])
+    assert best["score"] == validation["val_accuracy"]
+    with open(os.path.join(tmp_model_dir, "flags.txt")) as f:
+        flagfile = f.read().splitlines()
+    assert {"--train_split=train[:90%]", "--val_split=train[90%:]", "--test_split=test"} <= set(
+        flagfile)
     for picture in ("curves.png", "confusion_matrix.png"):
         with open(os.path.join(tmp_model_dir, picture), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", picture
