@@ -8,13 +8,17 @@ TensorFlow initialises its devices):
 Both loops start from the same weights, use plain SGD and read the Trainer's DataModule pipeline,
 unshuffled, so they see the same batches. OUT.npz holds `initial/<i>`, `trainer/<i>` and
 `minimal/<i>`: the i-th trainable variable before training and after each loop. OUT.json holds
-the variable paths, each loop's last-epoch training loss and validation accuracy, and how many
-validation examples the minimal loop counted.
+the variable paths, each loop's last-epoch training loss and its validation loss and accuracy,
+and how many validation examples the minimal loop's metrics counted. On one device it also holds
+what the minimal loop's main() stops with on a batch that does not split across replicas and on
+a learning rate that makes training diverge (TFDS mocked).
 """
 
 import argparse
 import json
 
+from absl import app
+from absl import flags
 import numpy as np
 
 from trainer import distribute
@@ -61,6 +65,8 @@ def main():
         module = SGDClassifier(networks[0], learning_rate=LEARNING_RATE)
         optimizer = tf.keras.optimizers.SGD(LEARNING_RATE)
         optimizer.build(networks[1].trainable_variables)
+        train_metrics = tf.keras.metrics.Mean(), tf.keras.metrics.SparseCategoricalAccuracy()
+        eval_metrics = tf.keras.metrics.Mean(), tf.keras.metrics.SparseCategoricalAccuracy()
     initial = [v.numpy() for v in networks[0].trainable_variables]
 
     fitter = trainer.Trainer(strategy=strategy, epochs=EPOCHS, steps_per_loop=3,
@@ -70,14 +76,17 @@ def main():
 
     # The minimal loop's host loop, as in its main(); 2 steps per call where the Trainer runs 3
     # then 1: how the steps are grouped into calls must not matter.
-    train_loop = minimal_loop.make_train_loop(strategy, networks[1], optimizer,
+    train_loop = minimal_loop.make_train_loop(strategy, networks[1], optimizer, train_metrics,
                                               datamodule.batch_size)
+    evaluate = minimal_loop.make_evaluate(strategy, networks[1], eval_metrics)
     iterator = iter(strategy.distribute_datasets_from_function(datamodule.train_dataset))
     steps_per_epoch = datamodule.steps_per_epoch()
-    for _ in range(EPOCHS):  # The loss kept is the last epoch's sum of step means.
-        total = sum(float(train_loop(iterator, tf.constant(2)))
-                    for _ in range(steps_per_epoch // 2))
-    accuracy, examples = minimal_loop.evaluate(strategy, networks[1], datamodule.val_dataset)
+    for _ in range(EPOCHS):  # The metrics kept are the last epoch's.
+        for metric in train_metrics:
+            metric.reset_state()
+        last_losses = [float(train_loop(iterator, tf.constant(2)))
+                       for _ in range(steps_per_epoch // 2)]
+    val_loss, val_accuracy = evaluate(datamodule.val_dataset)
 
     arrays = {}
     for name, weights in (("initial", initial),
@@ -87,12 +96,39 @@ def main():
     np.savez(args.out, **arrays)
     report = {"paths": [v.path for v in networks[0].trainable_variables],
               "replicas": strategy.num_replicas_in_sync, "steps": int(optimizer.iterations.numpy()),
-              "trainer": {"loss": logs["train_loss"], "accuracy": logs["val_accuracy"],
+              "trainer": {"loss": logs["train_loss"], "accuracy": logs["train_accuracy"],
+                          "val_loss": logs["val_loss"], "val_accuracy": logs["val_accuracy"],
                           "steps": logs["steps"]},
-              "minimal": {"loss": total / steps_per_epoch, "accuracy": accuracy,
-                          "examples": examples}}
+              "minimal": {"loss": float(train_metrics[0].result()),
+                          "accuracy": float(train_metrics[1].result()),
+                          "last_step_loss": last_losses[-1],
+                          "val_loss": val_loss, "val_accuracy": val_accuracy,
+                          "val_examples": int(eval_metrics[0].count.numpy())}}
+    if strategy.num_replicas_in_sync == 1:
+        report["errors"] = errors_of_main(minimal_loop)
     with open(args.out.replace(".npz", ".json"), "w") as f:
         json.dump(report, f)
+
+
+def errors_of_main(minimal_loop) -> dict[str, str | None]:
+    """{case: the error minimal_loop.main stops with, or None} for two bad command lines."""
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    cases = {"batch": ["--cpu_devices=2", "--batch_size=63"],
+             # inf turns the weights to inf and NaN at the first step, so step 2's loss is NaN.
+             "diverged": ["--learning_rate=inf", "--batch_size=16", "--epochs=1",
+                          "--steps_per_call=1"]}
+    errors = {}
+    for case, argv in cases.items():
+        flags.FLAGS(["minimal_loop.py", *argv])
+        try:
+            with tfds.testing.mock_data(num_examples=80):
+                minimal_loop.main([])
+            errors[case] = None
+        except (app.UsageError, SystemExit) as error:
+            errors[case] = str(error)
+        finally:
+            flags.FLAGS.unparse_flags()
+    return errors
 
 
 if __name__ == "__main__":
