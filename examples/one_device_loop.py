@@ -55,15 +55,16 @@ def main(_) -> None:
     optimizer = tf.keras.optimizers.Adam(FLAGS.learning_rate)
     # Running means over every example seen since reset_state(): update_state() in the step,
     # result() once per epoch.
-    train_loss, train_accuracy = tf.keras.metrics.Mean(), tf.keras.metrics.SparseCategoricalAccuracy()
-    eval_loss, eval_accuracy = tf.keras.metrics.Mean(), tf.keras.metrics.SparseCategoricalAccuracy()
+    train_loss, eval_loss = tf.keras.metrics.Mean(), tf.keras.metrics.Mean()
+    train_accuracy = tf.keras.metrics.SparseCategoricalAccuracy()
+    eval_accuracy = tf.keras.metrics.SparseCategoricalAccuracy()
 
     def train_step(images, labels):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             per_example = tf.keras.losses.sparse_categorical_crossentropy(
                 labels, logits, from_logits=True)
-            loss = tf.reduce_mean(per_example)  # The batch's mean: what the tutorial's loss computes.
+            loss = tf.reduce_mean(per_example)  # The batch's mean, as the tutorial's loss object.
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         train_loss.update_state(per_example)

@@ -120,7 +120,7 @@ def test_evaluating_in_training_mode_moves_batchnorm_statistics(batchnorm_kept, 
     assert abs(measured["first"] - kept["first"]) > 0.05
 
 
-# ---- 3, on one device: clipping before the all-reduce changes nothing -------------------------------
+# ---- 3, on one device: clipping before the all-reduce changes nothing ---------------------------
 
 def test_on_one_device_clipping_before_the_sum_still_bounds_the_update(capsys, monkeypatch):
     # The exercise's edit in place, run as `break_it.py clip --replicas=1`: one device has
@@ -229,7 +229,7 @@ def test_clipping_each_replica_before_the_sum_lets_a_larger_update_through(two_r
     assert measured["update_norm"] > 1.1 * break_it.CLIP_NORM
 
 
-# ---- docs/pitfalls.md#15: one MirroredStrategy per process --------------------------------------
+# ---- docs/pitfalls.md#15: one MirroredStrategy per process -----------------------------------
 
 def test_the_selftest_and_the_trainer_create_no_second_mirrored_strategy(two_replicas):
     # The 2-replica process ran the self-test twice (each compares the replicas with one

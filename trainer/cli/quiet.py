@@ -1,4 +1,4 @@
-"""A quiet console for `python -m trainer.main` and examples/: the run's own lines, not TensorFlow's.
+"""A quiet console for the command line and examples/: the run's own lines, not TensorFlow's.
 
 Three sources drown the lines a run prints (its plan, model summary, progress, epochs, results):
 
