@@ -1,21 +1,24 @@
 """Trains the same batches with the Trainer and with examples/minimal_loop.py, and saves both.
 
-Run as a subprocess (one strategy per process, and logical CPU devices must be set up before
-TensorFlow initialises its devices):
+Run as a subprocess (logical CPU devices must be set up before TensorFlow initialises its
+devices, and a process holds one MirroredStrategy):
 
-    python tests/minimal_loop_run.py OUT.npz --cpu_devices=2
+    python tests/minimal_loop_run.py OUT_DIR
 
-Both loops start from the same weights, use plain SGD and read the Trainer's DataModule pipeline,
-unshuffled, so they see the same batches. OUT.npz holds `initial/<i>`, `trainer/<i>` and
-`minimal/<i>`: the i-th trainable variable before training and after each loop. OUT.json holds
-the variable paths, each loop's last-epoch training loss and its validation loss and accuracy,
-and how many validation examples the minimal loop's metrics counted. On one device it also holds
-what the minimal loop's main() stops with on a batch that does not split across replicas and on
-a learning rate that makes training diverge (TFDS mocked).
+Once on one device (TensorFlow's default strategy), once on two replicas: both loops start from
+the same weights, use plain SGD and read the Trainer's DataModule pipeline, unshuffled, so they
+see the same batches. OUT_DIR/replicas<N>.npz holds `initial/<i>`, `trainer/<i>` and
+`minimal/<i>`: the i-th trainable variable before training and after each loop.
+OUT_DIR/replicas<N>.json holds the variable paths, each loop's last-epoch training loss and
+accuracy, its validation loss and accuracy, and how many validation examples the minimal loop's
+metrics counted. OUT_DIR/errors.json holds what the minimal loop's main() stops with on a batch
+that does not split across replicas and on a learning rate that makes training diverge (TFDS
+mocked).
 """
 
 import argparse
 import json
+import os
 
 from absl import app
 from absl import flags
@@ -29,17 +32,30 @@ LEARNING_RATE = 0.05
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("out")
-    parser.add_argument("--cpu_devices", type=int, default=1)
+    parser.add_argument("out_dir")
     args = parser.parse_args()
 
-    strategy = distribute.create_strategy("mirrored" if args.cpu_devices > 1 else "default",
-                                          cpu_devices=args.cpu_devices)
+    # Two logical devices first; TensorFlow's default strategy (one device) runs beside them, as
+    # --selftest compares them: one MirroredStrategy in the process, and one process for both.
+    mirrored = distribute.create_strategy("mirrored", cpu_devices=2)
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from examples import minimal_loop  # pylint: disable=import-outside-toplevel
+    for strategy in (tf.distribute.get_strategy(), mirrored):
+        arrays, report = compare(strategy, minimal_loop)
+        out = os.path.join(args.out_dir, f"replicas{strategy.num_replicas_in_sync}")
+        np.savez(out + ".npz", **arrays)
+        with open(out + ".json", "w") as f:
+            json.dump(report, f)
+    with open(os.path.join(args.out_dir, "errors.json"), "w") as f:
+        json.dump(errors_of_main(minimal_loop), f)
+
+
+def compare(strategy, minimal_loop) -> tuple[dict, dict]:
+    """(the arrays, the report) of the Trainer and the minimal loop trained under `strategy`."""
     import data  # pylint: disable=import-outside-toplevel
     import layers  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     import trainer  # pylint: disable=import-outside-toplevel
-    from examples import minimal_loop  # pylint: disable=import-outside-toplevel
 
     class SGDClassifier(trainer.ImageClassifier):
         def configure_optimizers(self):
@@ -93,7 +109,6 @@ def main():
                           ("trainer", [v.numpy() for v in networks[0].trainable_variables]),
                           ("minimal", [v.numpy() for v in networks[1].trainable_variables])):
         arrays.update({f"{name}/{i}": w for i, w in enumerate(weights)})
-    np.savez(args.out, **arrays)
     report = {"paths": [v.path for v in networks[0].trainable_variables],
               "replicas": strategy.num_replicas_in_sync, "steps": int(optimizer.iterations.numpy()),
               "trainer": {"loss": logs["train_loss"], "accuracy": logs["train_accuracy"],
@@ -104,10 +119,7 @@ def main():
                           "last_step_loss": last_losses[-1],
                           "val_loss": val_loss, "val_accuracy": val_accuracy,
                           "val_examples": int(eval_metrics[0].count.numpy())}}
-    if strategy.num_replicas_in_sync == 1:
-        report["errors"] = errors_of_main(minimal_loop)
-    with open(args.out.replace(".npz", ".json"), "w") as f:
-        json.dump(report, f)
+    return arrays, report
 
 
 def errors_of_main(minimal_loop) -> dict[str, str | None]:
