@@ -27,7 +27,8 @@ LIMIT_TEST_BATCHES = flags.DEFINE_integer(
 VAL_CHECK_INTERVAL = flags.DEFINE_integer(
     "val_check_interval", None,
     "Validate every this many optimizer steps (>= 1), counted across epoch ends, instead of at the "
-    "end of each epoch. Default: validate at epoch ends.", lower_bound=1)
+    "end of each epoch, and when training ends if the interval did not just validate there. "
+    "Default: validate at epoch ends.", lower_bound=1)
 CHECK_VAL_EVERY_N_EPOCH = flags.DEFINE_integer(
     "check_val_every_n_epoch", 1,
     "Validate at the end of every N-th epoch (>= 1), and when training ends.", lower_bound=1)

@@ -36,6 +36,14 @@ def run_main_mocked(flags, num_examples=96, timeout=300, env=None):
     return run_python(env_args, timeout=timeout, env=env)
 
 
+def start_main_mocked(flags, num_examples=96, env=None) -> subprocess.Popen:
+    """Starts `run_main_mocked`'s command without waiting for it (text pipes for its output)."""
+    environment = {**subprocess_env(), **(env or {})}
+    return subprocess.Popen([sys.executable, os.path.join(TESTS, "mocked_main.py"),
+                             str(num_examples), *flags], cwd=ROOT, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def random_images(num_examples, shape=(32, 32, 3), num_classes=10, seed=0):
     """Random uint8 images and labels."""
     rng = np.random.default_rng(seed)

@@ -73,7 +73,7 @@ def _ranking(strategy, tf, trainer, conftest, layers):
     fitter.fit(module, datamodule)
     pairs = []
     for entry in best.ranking:
-        tf.train.Checkpoint(module=module).read(entry["path"]).assert_existing_objects_matched()
+        tf.train.Checkpoint(module=module).read(best.path_of(entry)).assert_existing_objects_matched()
         pairs.append((entry["step"], entry["score"], fitter.validate(module, datamodule)["val_loss"]))
     return pairs
 

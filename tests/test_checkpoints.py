@@ -20,6 +20,7 @@ import layers
 import trainer
 from conftest import ROOT, TESTS, run_main_mocked, subprocess_env
 from trainer import checkpointing
+from trainer import model_weights
 from trainer.vision import export
 
 NUM_EXAMPLES = 640  # 20 steps of 32 per epoch.
@@ -116,8 +117,9 @@ def test_fresh_start_sets_the_old_run_aside(finished_run, tmp_path):
 def test_best_models_keep_the_top_k_and_survive_a_restart(tmp_path):
     module = tf.keras.Sequential([tf.keras.layers.Dense(2)])
     module(tf.zeros([1, 3]))
+    model = model_weights.ModelWeights(module)
     best = checkpointing.BestModels(str(tmp_path), monitor="val_accuracy", top_k=2)
-    kept = [best.update(module, epoch, 10 * epoch, {"val_accuracy": score})
+    kept = [best.update(model, epoch, 10 * epoch, {"val_accuracy": score})
             for epoch, score in enumerate([0.5, 0.7, 0.6, 0.8, 0.1])]
     assert kept == [True, True, True, True, False]
     assert [(e["epoch"], e["score"]) for e in best.ranking] == [(4, 0.8), (2, 0.7)]
@@ -126,11 +128,11 @@ def test_best_models_keep_the_top_k_and_survive_a_restart(tmp_path):
     assert again.ranking == best.ranking
     lowest = checkpointing.BestModels(str(tmp_path / "loss"), monitor="val_loss", top_k=1)
     for epoch, loss in enumerate([0.9, 0.4, 0.6]):
-        lowest.update(module, epoch, epoch, {"val_loss": loss})
+        lowest.update(model, epoch, epoch, {"val_loss": loss})
     assert lowest.best["epoch"] == 2 and lowest.best["score"] == 0.4
     with pytest.raises(ValueError, match=r"monitor \('val_f1'\) is not a logged metric"):
         checkpointing.BestModels(str(tmp_path / "f1"), monitor="val_f1").update(
-            module, 0, 0, {"val_loss": 1.0})
+            model, 0, 0, {"val_loss": 1.0})
 
 
 def test_exported_model_serves_uint8_images_in_a_fresh_process(tmp_path):

@@ -43,7 +43,7 @@ def test_best_weights_are_the_weights_that_scored(tmp_path):
     fitter.fit(module, datamodule)
     assert sorted(entry["step"] for entry in best.ranking) == [10, 20, 30]
     for entry in best.ranking:
-        tf.train.Checkpoint(module=module).read(entry["path"]).assert_existing_objects_matched()
+        tf.train.Checkpoint(module=module).read(best.path_of(entry)).assert_existing_objects_matched()
         assert fitter.validate(module, datamodule)["val_loss"] == pytest.approx(entry["score"],
                                                                                  rel=1e-6)
 

@@ -210,14 +210,14 @@ def test_validation_test_and_prediction_use_the_averaged_weights():
             labels, logits, from_logits=True)))
 
     live = loss_of_current_weights()
-    with fitter.averaged_weights():
+    with fitter.model_weights.in_module():
         averaged = loss_of_current_weights()
         averaged_probabilities = tf.nn.softmax(module(images.astype(np.float32) / 255.0))
     assert abs(averaged - live) > 1e-4  # The two models differ,
     assert loss_of_current_weights() == live  # and the live weights are back after the block.
     assert fitter.validate(module, datamodule)["val_loss"] == pytest.approx(averaged, rel=1e-5)
     assert fitter.test(module, datamodule)["test_loss"] == pytest.approx(averaged, rel=1e-5)
-    live_test = fitter.test(module, datamodule, averaged_weights=False)
+    live_test = fitter.test(module, datamodule, live_weights=True)
     assert live_test["live_test_loss"] == pytest.approx(live, rel=1e-5)
     np.testing.assert_allclose(fitter.predict(module, datamodule), averaged_probabilities,
                                rtol=1e-5, atol=1e-6)

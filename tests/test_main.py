@@ -59,18 +59,28 @@ BAD_INPUT = {
     "inf learning rate": (["--learning_rate=inf"],
                           "--learning_rate=inf: must be a finite number > 0, or 'auto'"),
     "extra argument": (["surprise"], "unexpected positional arguments: surprise"),
+    "model_dir is a file": (["--model_dir={tmp}/a_file"],
+                            "model_dir ({tmp}/a_file) is a file, not a directory"),
+    "cache_dir is a file": (["--cache_dir={tmp}/a_file"],
+                            "cache_dir ({tmp}/a_file) is a file, not a directory"),
+    "ckpt_path is a directory": (["--ckpt_path={tmp}", "--batch_size=16", "--model=sequential"],
+                                 "ckpt_path ({tmp}) is a directory; pass one checkpoint"),
 }
 
 
 def test_bad_input_gets_a_clear_error(tmp_path):
+    (tmp_path / "a_file").write_text("not a directory")
+
     def run(case):
-        flags, message = BAD_INPUT[case]
-        return case, run_main_mocked([*flags, f"--model_dir={tmp_path / case}"], num_examples=40)
+        flags = [flag.format(tmp=tmp_path) for flag in BAD_INPUT[case][0]]
+        return case, run_main_mocked([f"--model_dir={tmp_path / case}", *flags], num_examples=40)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         for case, result in pool.map(run, BAD_INPUT):
+            message = BAD_INPUT[case][1].format(tmp=tmp_path)
             assert result.returncode != 0, case
-            assert BAD_INPUT[case][1] in result.stderr, f"{case}:\n{result.stderr[-2000:]}"
+            assert message in result.stderr, f"{case}:\n{result.stderr[-2000:]}"
+            assert "Traceback" not in result.stderr, f"{case}:\n{result.stderr[-2000:]}"
 
 
 def test_missing_dataset_offline_says_to_pass_data_dir(tmp_path):

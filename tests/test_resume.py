@@ -22,6 +22,7 @@ import trainer
 from conftest import ROOT, TESTS, quadrant_datamodule, subprocess_env, tiny_network
 from trainer import callbacks
 from trainer import checkpointing
+from trainer import model_weights
 from trainer import files
 from trainer.vision import plots
 
@@ -183,24 +184,26 @@ def _fitter(**kwargs):
 def test_ranking_a_step_again_replaces_its_entry_and_keeps_its_weights(tmp_path):
     module = tf.keras.Sequential([tf.keras.layers.Dense(2)])
     module(tf.zeros([1, 3]))
+    model = model_weights.ModelWeights(module)
     for top_k in (1, 2):
         best = checkpointing.BestModels(str(tmp_path / f"top{top_k}"), monitor="val_loss",
                                         top_k=top_k)
-        best.update(module, 0, 10, {"val_loss": 0.5})
+        best.update(model, 0, 10, {"val_loss": 0.5})
         resumed = checkpointing.BestModels(str(tmp_path / f"top{top_k}"), monitor="val_loss",
                                            top_k=top_k)
-        resumed.update(module, 0, 10, {"val_loss": 0.4})  # The same step, validated again.
+        resumed.update(model, 0, 10, {"val_loss": 0.4})  # The same step, validated again.
         assert [(e["step"], e["score"]) for e in resumed.ranking] == [(10, 0.4)]
-        assert resumed.restore_best(module)["step"] == 10  # Its files are there.
+        assert resumed.restore_best(model)["step"] == 10  # Its files are there.
 
 
 def test_a_non_finite_score_is_never_ranked(tmp_path):
     module = tf.keras.Sequential([tf.keras.layers.Dense(2)])
     module(tf.zeros([1, 3]))
+    model = model_weights.ModelWeights(module)
     best = checkpointing.BestModels(str(tmp_path), monitor="val_accuracy", top_k=2)
-    assert not best.update(module, 0, 10, {"val_accuracy": float("nan")})
-    assert best.update(module, 1, 20, {"val_accuracy": 0.3})
-    assert not best.update(module, 2, 30, {"val_accuracy": float("inf")})
+    assert not best.update(model, 0, 10, {"val_accuracy": float("nan")})
+    assert best.update(model, 1, 20, {"val_accuracy": 0.3})
+    assert not best.update(model, 2, 30, {"val_accuracy": float("inf")})
     assert [e["step"] for e in best.ranking] == [20]
 
 

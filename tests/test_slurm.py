@@ -118,6 +118,16 @@ def test_a_task_on_another_node_than_the_resolver_expects_is_a_clear_error(monke
         slurm.resolve_step(port_base=23000)
 
 
+def test_a_step_whose_task_counts_disagree_is_a_clear_error(monkeypatch, tmp_path):
+    for name, value in _step_env(1, str(tmp_path)).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "3")  # The node list holds 2 tasks.
+    with pytest.raises(ValueError, match=r"SLURM_STEP_NUM_TASKS \(3\) is not the sum of "
+                                         r"SLURM_STEP_TASKS_PER_NODE \(2\)"):
+        slurm.resolve_step(port_base=23000)
+    assert slurm.tasks_per_node("2(x3),1") == [2, 2, 2, 1]
+
+
 # ---- Two tasks on 127.0.0.1 ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

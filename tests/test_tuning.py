@@ -3,6 +3,7 @@ run that searches first trains as if it had started on the suggestion, and a res
 search again; from the command line, it searches on 2 replicas and writes its files."""
 
 import csv
+import logging
 import os
 
 import numpy as np
@@ -21,10 +22,10 @@ def _trainer(**options):
                            num_sanity_val_steps=0, **options)
 
 
-def _module(lr_schedule="constant", learning_rate=1e-2):
+def _module(lr_schedule="constant", learning_rate=1e-2, warmup_steps=4):
     tf.keras.utils.set_random_seed(0)
     return trainer.ImageClassifier(tiny_network(), learning_rate=learning_rate,
-                                   lr_schedule=lr_schedule, warmup_steps=4)
+                                   lr_schedule=lr_schedule, warmup_steps=warmup_steps)
 
 
 def _state(fitter):
@@ -90,12 +91,17 @@ def test_a_run_that_searches_first_trains_as_if_it_started_on_the_suggestion(
     assert os.path.getsize(tmp_path / "lr_find.png") > 10_000
 
 
-def test_a_resumed_run_trains_on_the_rate_its_start_found_without_searching_again(tmp_path):
+# A constant rate without warmup is a variable that the checkpoint holds; a schedule is code.
+@pytest.mark.parametrize("lr_schedule,warmup_steps", [("constant", 0), ("cosine", 4)])
+def test_a_resumed_run_trains_on_the_rate_its_start_found_without_searching_again(
+        lr_schedule, warmup_steps, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="absl")
+
     def run(max_steps):
         finder = tuning.LearningRateFinder(update_learning_rate=True, num_steps=30)
         fitter = _trainer(epochs=2, max_steps=max_steps, callbacks=[finder],
                           checkpointer=checkpointing.Checkpointer(str(tmp_path / "ckpt")))
-        module = _module("cosine", learning_rate=1.0)
+        module = _module(lr_schedule, learning_rate=1.0, warmup_steps=warmup_steps)
         fitter.fit(module, quadrant_datamodule())
         return finder, module
 
@@ -110,6 +116,8 @@ def test_a_resumed_run_trains_on_the_rate_its_start_found_without_searching_agai
         tuning.find_learning_rate = original
     assert not calls and resumed.learning_rate == first.learning_rate
     assert module.learning_rate == first.learning_rate
+    # The rate is the finder's, and no line claims that the configured one (1.0) wins.
+    assert "as configured" not in caplog.text
 
 
 def test_auto_learning_rate_without_lr_find_is_a_flag_error(tmp_path):

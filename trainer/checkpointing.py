@@ -16,11 +16,10 @@ import os
 import shutil
 import tempfile
 
+from absl import logging
 import tensorflow as tf
 
 from trainer import files
-
-RUN_CONFIG = "run_config.json"
 
 
 class Checkpointer:
@@ -48,32 +47,80 @@ class Checkpointer:
         self.is_chief = is_chief
         self._manager = None
 
-    def track(self, **trackables) -> None:
-        """Names what the checkpoints hold; call once, after every variable exists."""
+    def track(self, *, optional: dict | None = None, **trackables) -> None:
+        """Names what the checkpoints hold; call once, after every variable exists.
+
+        `optional` holds step bookkeeping that a resumed run may gain with a flag (the fp16 loss
+        scale, the count of skipped steps): restored where the checkpoint has it, kept at its
+        start value where it does not. Everything else must be in the checkpoint.
+        """
+        optional = optional or {}
         directory = self.directory if self.is_chief else tempfile.mkdtemp(prefix="checkpoints-")
-        self._checkpoint = tf.train.Checkpoint(**trackables)
+        self._checkpoint = tf.train.Checkpoint(**trackables, **optional)
+        self._required = tf.train.Checkpoint(**trackables)
+        self._optional = tf.train.Checkpoint(**optional)
         self._manager = tf.train.CheckpointManager(self._checkpoint, directory, self.max_to_keep)
+        if self.is_chief:  # A save cut short by a kill leaves its shards in ckpt-<N>_temp/.
+            for leftover in tf.io.gfile.glob(os.path.join(self.directory, "ckpt-*_temp")):
+                tf.io.gfile.rmtree(leftover)
 
     @property
     def latest(self) -> str | None:
         return tf.train.latest_checkpoint(self.directory)
 
     def restore(self, path: str | None = None) -> str | None:
-        """Restores `path`, or the latest checkpoint; returns what was restored (None: nothing).
+        """Restores `path`, or else the newest checkpoint that restores; returns the restored
+        path (None: there is no checkpoint). Call inside `strategy.scope()`.
 
-        Call inside `strategy.scope()`. Every tracked object must match the checkpoint.
+        A given `path` must restore. Otherwise the checkpoints in the directory are tried newest
+        first: one whose files are missing or damaged is passed over, with a warning, and the
+        next older one restored (the steps after it are trained again). A directory that holds
+        checkpoints of which none restores is an error: a run never starts from step 0 over them.
 
         Raises:
-            ValueError: naming the path, if it is missing, unreadable or from another model.
+            ValueError: naming the path(s) and what is wrong: missing, unreadable, a directory,
+                from another model.
         """
-        path = path or self.latest
-        if path is None:
-            return None
+        if path:
+            if tf.io.gfile.isdir(path):
+                raise ValueError(f"ckpt_path ({path}) is a directory; pass one checkpoint, e.g. "
+                                 f"{tf.train.latest_checkpoint(path) or path + '/ckpt-<step>'}")
+            self._restore(path)
+            return path
+        failures = []
+        for candidate in self._candidates():
+            try:
+                self._restore(candidate)
+            except ValueError as error:
+                failures.append(str(error))
+                continue
+            if failures:
+                logging.warning("%s; resumed from %s instead, the newest checkpoint that "
+                                "restores: the steps after it are trained again",
+                                "; ".join(failures), os.path.basename(candidate))
+            return candidate
+        if failures:
+            raise ValueError(f"{'; '.join(failures)}. No checkpoint in {self.directory} can be "
+                             "restored; --fresh_start sets this run aside and starts anew")
+        return None
+
+    def _candidates(self) -> list[str]:
+        """Every checkpoint the directory lists or holds files of, newest step first."""
+        state = tf.train.get_checkpoint_state(self.directory)
+        listed = list(state.all_model_checkpoint_paths) if state else []
+        found = [name[:-len(".index")] for name in tf.io.gfile.glob(
+            os.path.join(self.directory, "ckpt-*.index"))]
+        steps = {int(path.rsplit("-", 1)[1]) for path in listed + found}
+        return [os.path.join(self.directory, f"ckpt-{step}") for step in sorted(steps, reverse=True)]
+
+    def _restore(self, path: str) -> None:
+        if not tf.io.gfile.exists(path + ".index"):
+            raise ValueError(f"cannot restore checkpoint {path}: its files are missing")
         try:
-            self._checkpoint.restore(path).assert_existing_objects_matched()
+            self._required.restore(path).assert_existing_objects_matched()
+            self._optional.restore(path).expect_partial()
         except Exception as error:  # A damaged file surfaces as OpError, IndexError, ValueError...
             raise ValueError(f"cannot restore checkpoint {path}: {_first_line(error)}") from None
-        return path
 
     def due(self, step: int) -> bool:
         """Whether the step cadence asks for a checkpoint at `step`."""
@@ -131,49 +178,20 @@ def untracked_variables(module) -> list:
             if id(v) not in reachable and id(v.value) not in reachable]
 
 
-def check_run_config(model_dir: str, config: dict) -> None:
-    """Records `config` in `<model_dir>/run_config.json`, or checks it against the recorded one.
-
-    Raises:
-        ValueError: naming each setting that differs from the run already in `model_dir`.
-    """
-    path = os.path.join(model_dir, RUN_CONFIG)
-    if os.path.exists(path):
-        with open(path) as f:
-            recorded = json.load(f)
-        differences = [f"{key}: {recorded.get(key)!r} there, {value!r} now"
-                       for key, value in config.items() if recorded.get(key) != value]
-        if differences:
-            raise ValueError(
-                f"model_dir ({model_dir}) holds a run with other settings ({'; '.join(differences)}). "
-                "Use another --model_dir, or --fresh_start to set the old run aside")
-        return
-    os.makedirs(model_dir, exist_ok=True)
-    files.write_json(path, config)
-
-
-def set_aside(model_dir: str) -> str | None:
-    """Renames an existing `model_dir` to `<model_dir>.old-N` (never deletes it); returns the new name."""
-    if not os.path.exists(model_dir) or not os.listdir(model_dir):
-        return None
-    number = 1
-    while os.path.exists(f"{model_dir}.old-{number}"):
-        number += 1
-    os.rename(model_dir, f"{model_dir}.old-{number}")
-    return f"{model_dir}.old-{number}"
-
-
 def _first_line(error) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 class BestModels:
-    """Keeps the module weights of the `top_k` best validations by a monitored metric.
+    """Keeps the `top_k` best validated models by a monitored metric.
 
-    Weights go to `<directory>/step-<S>` (the optimizer step they were validated at: several
-    validations can fall in one epoch); `<directory>/best.json` lists the kept ones, best first,
-    with their epoch, step and score, and survives restarts: a resumed run goes on ranking
-    against it, and ranks a step it validates again in place of that step's old entry.
+    The model (trainer/model_weights.py: the averages under EMA) goes to `<directory>/step-<S>`,
+    named by the optimizer step it was validated at (several validations can fall in one epoch);
+    `<directory>/best.json` lists the kept ones, best first, with their epoch, step, score and
+    file name. Names are relative to `directory`, so a copied or moved run directory keeps its
+    own weights. The file survives restarts: a resumed run goes on ranking against it, and ranks
+    a step it validates again in place of that step's old entry. A resumed run with another
+    monitor or mode is refused: the recorded scores measure something else.
 
     Args:
         directory: e.g. `<model_dir>/best`.
@@ -184,7 +202,12 @@ class BestModels:
             multi-worker run write their weights to a temporary directory, but read the
             ranking from `directory`: every worker must make the same save decisions, because
             saving takes part in collectives.
+
+    Raises:
+        ValueError: if `best.json` is damaged, or ranks by another monitor or mode.
     """
+
+    FILE = "best.json"
 
     def __init__(self, directory: str, *, monitor: str = "val_accuracy", mode: str = "auto",
                  top_k: int = 1, is_chief: bool = True):
@@ -206,14 +229,17 @@ class BestModels:
 
     @property
     def best(self) -> dict | None:
-        """{"epoch", "step", "score", "path"} of the best validation so far, or None."""
+        """{"epoch", "step", "score", "path"} of the best validation so far ("path" relative to
+        `directory`), or None."""
         return self.ranking[0] if self.ranking else None
 
-    def update(self, module, epoch: int, step: int, logs: dict[str, float]) -> bool:
-        """Saves the module's weights if they rank in the top k; returns whether it did. A
-        non-finite score is never ranked.
+    def update(self, model, epoch: int, step: int, logs: dict[str, float]) -> bool:
+        """Saves the run's model if it ranks in the top k; returns whether it did. A non-finite
+        score is never ranked.
 
-        Call it with the weights that produced `logs`, before anything changes them.
+        Args:
+            model: the run's `ModelWeights`, holding the model that produced `logs`.
+            epoch: 0-based; step: the optimizer step; logs: the scores.
 
         Raises:
             ValueError: if the monitored metric is not in `logs`.
@@ -222,7 +248,7 @@ class BestModels:
             raise ValueError(f"monitor ({self.monitor!r}) is not a logged metric; the "
                              f"validation logged {sorted(k for k in logs if not k.endswith('seconds'))}")
         entry = {"epoch": epoch + 1, "step": step, "score": float(logs[self.monitor]),
-                 "path": os.path.join(self._write_directory, f"step-{step}")}
+                 "path": f"step-{step}"}
         if not math.isfinite(entry["score"]):
             return False  # NaN or Inf ranks nowhere: a diverged model is never "the best".
         # A resumed run may validate a step again: its new entry replaces the old one.
@@ -232,31 +258,53 @@ class BestModels:
                          reverse=self.higher_is_better)
         kept = ranking[:self.top_k]
         if entry in kept:
-            tf.train.Checkpoint(module=module).write(entry["path"])
+            model.save(os.path.join(self._write_directory, entry["path"]))
         for dropped in ranking[self.top_k:] + replaced:
             if dropped["path"] == entry["path"] and entry in kept:
                 continue  # Rewritten just now with this validation's weights.
-            if os.path.dirname(dropped["path"]) != self._write_directory:
-                continue  # Another worker's weights (the chief's, read from best.json): not ours.
-            for file_name in tf.io.gfile.glob(dropped["path"] + ".*"):
+            # Only this process's own copies: another worker's weights (the chief's, listed in
+            # the best.json a resumed run read) are not in its write directory.
+            for file_name in tf.io.gfile.glob(
+                    os.path.join(self._write_directory, dropped["path"]) + ".*"):
                 tf.io.gfile.remove(file_name)
         if kept != self.ranking:
             self.ranking = kept
             if self.is_chief:
-                files.write_json(os.path.join(self.directory, "best.json"),
+                files.write_json(os.path.join(self.directory, self.FILE),
                                  {"monitor": self.monitor, "higher_is_better": self.higher_is_better,
                                   "ranking": self.ranking})
         return entry in kept
 
-    def restore_best(self, module) -> dict | None:
-        """Loads the best epoch's weights into `module`; returns its entry (None: none saved)."""
+    def restore_best(self, model) -> dict | None:
+        """Makes the best ranked weights the run's model (`ModelWeights.load`); returns the
+        best entry (None: none saved)."""
         if self.best:
-            tf.train.Checkpoint(module=module).read(self.best["path"]).assert_existing_objects_matched()
+            model.load(self.path_of(self.best))
         return self.best
 
+    def path_of(self, entry: dict) -> str:
+        """Where the weights of a ranking entry are: this process's own copy if it has one (the
+        other workers' temporary directory), else the chief's, in `directory`."""
+        own = os.path.join(self._write_directory, entry["path"])
+        return own if tf.io.gfile.exists(own + ".index") else os.path.join(self.directory,
+                                                                          entry["path"])
+
     def _load(self):
-        path = os.path.join(self.directory, "best.json")
+        path = os.path.join(self.directory, self.FILE)
         if not os.path.exists(path):
             return []
-        with open(path) as f:
-            return json.load(f)["ranking"]
+        recorded = files.read_json(path, what="the ranking of the best models", fix=(
+            f"delete {path} (and the step-* weights beside it) to rank anew from the next "
+            "validation on"))
+        monitor, higher = recorded["monitor"], recorded["higher_is_better"]
+        if (monitor, higher) != (self.monitor, self.higher_is_better):
+            order = {True: "max", False: "min"}
+            raise ValueError(
+                f"monitor ({self.monitor!r}, mode {order[self.higher_is_better]}) differs from the "
+                f"ranking in {path} ({monitor!r}, mode {order[higher]}): its scores measure "
+                f"something else. Resume with --monitor={monitor} "
+                f"--monitor_mode={order[higher]}, or delete {self.directory} to rank anew "
+                "from the next validation on")
+        # Runs written before names were relative stored absolute paths: keep the file name.
+        return [{**entry, "path": os.path.basename(entry["path"])}
+                for entry in recorded["ranking"]]

@@ -19,6 +19,7 @@ of type "evaluator" is not a worker: it follows the workers' checkpoints alone
 from collections.abc import Callable
 import json
 import os
+import zlib
 
 from absl import logging
 import numpy as np
@@ -345,6 +346,30 @@ def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
             return strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)
         _VOTES[strategy] = tf.function(count_votes)
     return float(_VOTES[strategy](tf.constant(float(flag)))) > 0
+
+
+def first_difference(strategy: tf.distribute.Strategy, values: dict[str, str]) -> str | None:
+    """The first name (in sorted order) whose value is not the same on every worker, or None.
+
+    Every worker must call it, with the same names (it is one all-reduce). Each value travels
+    as a 20-bit hash h: the workers agree on a name exactly when n * sum(h^2) == (sum h)^2 over
+    the n replicas (equality in Cauchy-Schwarz), which float64 sums hold exactly.
+    """
+    if num_workers(strategy) == 1:
+        return None
+    names = sorted(values)
+    hashes = tf.constant([zlib.crc32(f"{name}={values[name]}".encode()) & 0xFFFFF
+                          for name in names], tf.float64)
+
+    @tf.function
+    def sums(hashes):
+        per_replica = strategy.run(lambda h: tf.stack([h, h * h]), args=(hashes,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    total, squares = sums(hashes).numpy()
+    replicas = strategy.num_replicas_in_sync
+    return next((name for name, first, second in zip(names, total, squares)
+                 if replicas * second != first * first), None)
 
 
 def gathered_labels(strategy: tf.distribute.Strategy,

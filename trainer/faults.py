@@ -1,10 +1,12 @@
 """Deterministic kills, for the tests of exact resume: a kill at a named point, not a guessed time.
 
 With the environment variable `TRAINER_KILL_AT=<point>:<n>`, the process SIGKILLs itself the n-th
-time it reaches `<point>`. The points (`reached` calls) are where a real kill is the hardest to
-recover from:
+time it reaches `<point>`; `<point>:<n>:<SIGNAL>` sends that signal instead (e.g. SIGINT, a
+Ctrl-C), and several comma-separated entries each apply. The points (`reached` calls) are where a
+real kill or signal is the hardest to recover from:
 
     train_call   after a traced training call, before any checkpoint of it
+    saving       a checkpoint is about to be written (signals are held back until it is whole)
     saved        just after a checkpoint is saved
     validation   at the start of a validation pass
     test         at the start of the test pass
@@ -23,11 +25,13 @@ _counts = collections.Counter()
 
 
 def reached(point: str) -> None:
-    """Counts `point`; SIGKILLs this process if `TRAINER_KILL_AT` names it and this count."""
+    """Counts `point`; signals this process if `TRAINER_KILL_AT` names it and this count."""
     setting = os.environ.get(VARIABLE)
     if not setting:
         return
-    name, _, count = setting.partition(":")
     _counts[point] += 1
-    if point == name and _counts[point] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    for entry in setting.split(","):
+        name, _, rest = entry.partition(":")
+        count, _, signal_name = rest.partition(":")
+        if point == name and _counts[point] == int(count or 1):
+            os.kill(os.getpid(), getattr(signal, signal_name or "SIGKILL"))

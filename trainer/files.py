@@ -29,10 +29,19 @@ def atomic_path(path: str):
     os.close(descriptor)
     try:
         yield temporary
+        # mkstemp creates the file for its owner only (0600); the run's files follow the
+        # process umask, as checkpoints and any other file do, so a team can read them.
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # Reading the umask means setting it: set it back at once.
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str, text: str) -> None:
@@ -58,6 +67,22 @@ def finite_json(value):
 def write_json(path: str, value) -> None:
     """Writes `value` as strict JSON (non-finite floats as null), atomically."""
     write_text(path, json.dumps(finite_json(value), indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: str, *, what: str, fix: str):
+    """The JSON value in `path`.
+
+    Raises:
+        ValueError: naming the file, what it holds and `fix`, if it is not valid JSON (a copy cut
+            short, a disk that filled up while another program wrote it).
+    """
+    with open(path) as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"{path} ({what}) is damaged: it is not valid JSON ({error}); "
+                         f"to go on, {fix}") from None
 
 
 def replace_directory(path: str, write) -> str:

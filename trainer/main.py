@@ -31,8 +31,8 @@ from trainer import callbacks
 from trainer import checkpointing
 from trainer import distribute
 from trainer import faults
-from trainer import optimization
 from trainer import precision
+from trainer import run_directory
 from trainer import schedule
 from trainer import slurm
 from trainer.cli import evaluator
@@ -46,6 +46,10 @@ from trainer.vision import predictions
 from trainer.vision import loggers as vision_loggers
 
 EVAL_BATCH_MULTIPLE = 4  # --eval_batch_size's default, in training batches
+# Flags that may differ between the workers of one run: where each host keeps the data, the
+# cache and the run directory, and what its console shows.
+PER_HOST_FLAGS = ("data_dir", "cache_dir", "download", "model_dir", "progress_bar",
+                  "progress_every_s", "model_summary")
 
 # `--help` lists the key flags of the main module: make every flag of flags/ one of them.
 for _flags_module in (run_flags.model, run_flags.dataset, run_flags.training,
@@ -69,14 +73,25 @@ def main(argv):
         _requeue_if_asked(strategy, interruption)
         print(f"stopped: {interruption}", file=sys.stderr)
         sys.exit(128 + interruption.signal_number)  # The shell's convention for "killed by".
+    except KeyboardInterrupt:  # A second Ctrl-C, outside a checkpoint save: stop at once.
+        print(f"stopped: interrupted by a second Ctrl-C; the latest checkpoint is "
+              f"{_latest_checkpoint()}", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     except tf.errors.UnavailableError as error:  # Under multi-worker: another worker died.
         sys.exit(f"error: a worker of the cluster is unreachable ({str(error).splitlines()[0]}). "
                  "Restart every worker with the same command: the run resumes from the latest "
                  "checkpoint")
-    except (ValueError, TypeError, OSError, RuntimeError) as error:
-        sys.exit(f"error: {error}")
+    except (ValueError, TypeError, OSError, RuntimeError, tf.errors.OpError) as error:
+        full_disk = run_directory.no_space_message(error, _latest_checkpoint())
+        if full_disk is None and isinstance(error, tf.errors.OpError):
+            raise  # Not a message for the user: a bug, shown with its traceback.
+        sys.exit(f"error: {full_disk or error}")
     if results:
         logging.info("results: %s", json.dumps(results))
+
+
+def _latest_checkpoint() -> str | None:
+    return tf.train.latest_checkpoint(os.path.join(_model_dir(), "checkpoints"))
 
 
 def _create_strategy() -> tf.distribute.Strategy:
@@ -124,6 +139,7 @@ def _explain_selftest_or_train(strategy: tf.distribute.Strategy) -> dict | None:
         print(explain.explain(_plan(strategy)))
         return None
     if run_flags.diagnostics.SELFTEST.value:
+        _check_same_flags(strategy)
         _selftest(strategy, perturb_replica)
         return None
     if run_flags.distribution.EVALUATE_CHECKPOINTS.value or distribute.is_evaluator_task():
@@ -131,11 +147,30 @@ def _explain_selftest_or_train(strategy: tf.distribute.Strategy) -> dict | None:
     if perturb_replica is not None:
         raise ValueError(f"selftest_perturb_replica ({perturb_replica}) only applies with "
                          "--selftest")
+    _check_same_flags(strategy)
     return _train(strategy)
 
 
+def _check_same_flags(strategy: tf.distribute.Strategy) -> None:
+    """Under multi-worker training, before any work: every worker was given the same flags,
+    apart from where its host keeps things and what its console shows. Workers that train
+    differently would fail much later, in a collective, with a message that names nothing."""
+    flag_values = absl_flags.FLAGS
+    values = {flag.name: repr(flag_values[flag.name].value)
+              for module, module_flags in flag_values.flags_by_module_dict().items()
+              if module.startswith(run_flags.__name__ + ".") for flag in module_flags
+              if flag.name not in PER_HOST_FLAGS}
+    different = distribute.first_difference(strategy, values)
+    if different:
+        raise ValueError(
+            f"the workers were started with different flags: --{different} differs between "
+            f"them (on worker {distribute.worker_index(strategy)}: {values[different]}). Start "
+            "every worker with the same flags")
+
+
 def _train(strategy: tf.distribute.Strategy) -> dict:
-    """Trains, tests, exports the best model and writes the run's files; returns the results."""
+    """Trains, tests, exports the best model and writes the run's files; returns the results.
+    The chief holds model_dir's lock meanwhile (trainer/run_directory.py)."""
     loop_config, step_config = _loop_config(), _step_config()  # Checked before any work.
     if run_flags.distribution.SLURM_REQUEUE.value and not slurm.in_job():
         raise ValueError("slurm_requeue (True) applies inside a SLURM job only, and SLURM_JOB_ID "
@@ -143,10 +178,20 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
     learning_rate = _learning_rate()
     _set_up_tensorflow(step_config)
     model_dir = _model_dir()
-    is_chief = distribute.is_chief(strategy)
+    run_directory.check_directory(model_dir, "model_dir")
     writes_files = not loop_config.fast_dev_run
-    if writes_files:
-        _prepare_model_dir_on_chief(strategy, model_dir)
+    lock = _prepare_model_dir_on_chief(strategy, model_dir) if writes_files else None
+    try:
+        return _fit_test_and_export(strategy, model_dir, loop_config, step_config,
+                                    learning_rate, writes_files)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _fit_test_and_export(strategy, model_dir, loop_config, step_config, learning_rate,
+                         writes_files) -> dict:
+    is_chief = distribute.is_chief(strategy)
     datamodule = _datamodule()
     fitter = trainer.Trainer(
         strategy=strategy, loop_config=loop_config, step_config=step_config,
@@ -166,10 +211,21 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
                "replicas": strategy.num_replicas_in_sync, "precision": step_config.precision,
                "global_batch_size": datamodule.batch_size}
     try:
+        fitter.setup(module, datamodule)  # Builds the module and restores the checkpoint.
+        if writes_files and is_chief:  # The run has started: its records are written now.
+            run_directory.record_settings(model_dir, _settings())
+            run_files.write_flagfile(model_dir, _flags_text())
         results.update(fitter.fit(module, datamodule))
-        if run_flags.dataset.TEST_SPLIT.value and loop_config.limit_test_batches != 0:
-            if run_flags.optimization.EMA_DECAY.value:  # The live weights, for comparison.
-                results.update(fitter.test(module, datamodule, averaged_weights=False))
+        testing = run_flags.dataset.TEST_SPLIT.value and loop_config.limit_test_batches != 0
+        if testing and run_flags.optimization.EMA_DECAY.value:
+            # The live weights at the last step, to compare with the averages.
+            results.update(fitter.test(module, datamodule, live_weights=True))
+        # From here on the run's model is the best ranked one (trainer/model_weights.py): the
+        # test, the export and the predictions all get it.
+        best = fitter.restore_best()
+        if fitter.best_models:
+            logging.info("the best validation by %s: %s", fitter.best_models.monitor, best)
+        if testing:
             results.update(fitter.test(module, datamodule))
     except trainer.TrainingDiverged as error:
         if writes_files and is_chief:  # A sweep reads why the run ended; nothing is exported.
@@ -182,25 +238,19 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
         if damaged is None:
             raise
         raise damaged from None
-    best = None
-    if fitter.best_models:
-        with strategy.scope():
-            best = fitter.best_models.restore_best(module)
-        logging.info("the best validation by %s: %s", fitter.best_models.monitor, best)
-    if not best and optimization.uses_ema(fitter.optimizer):
-        # The last model as it was validated and tested: the moving averages, kept from now on.
-        fitter.optimizer.finalize_variable_values(module.trainable_variables)
     if not writes_files:
         return results
-    which = "best" if fitter.best_models and fitter.best_models.best else "last"
-    if export.all_finite(module):  # Every worker decides alike: they hold the same weights.
-        export_dir = export.export_for_serving(module, datamodule.input_shape,
-                                               os.path.join(model_dir, "export"),
-                                               is_chief=is_chief)
-        logging.info("exported the %s model for serving to %s", which, export_dir)
-    else:
-        logging.warning("nothing exported: the model's weights hold NaN or Inf and no validation "
-                        "scored a finite %s", run_flags.training.MONITOR.value)
+    which = "best" if best else "last"
+    with fitter.model_weights.in_module():
+        # Every worker decides alike: they hold the same weights.
+        if export.all_finite(module):
+            export_dir = export.export_for_serving(module, datamodule.input_shape,
+                                                   os.path.join(model_dir, "export"),
+                                                   is_chief=is_chief)
+            logging.info("exported the %s model for serving to %s", which, export_dir)
+        else:
+            logging.warning("nothing exported: the model's weights hold NaN or Inf and no "
+                            "validation scored a finite %s", run_flags.training.MONITOR.value)
     if run_flags.dataset.PREDICT_SPLIT.value:
         path = os.path.join(model_dir, "predictions.csv")
         rows = predictions.write_predictions(fitter, module, datamodule, path)
@@ -357,6 +407,8 @@ def _model_dir() -> str:
 
 def _datamodule() -> data.TFDSImageData:
     """The TFDS DataModule the flags describe, prepared and set up (its metadata read)."""
+    if run_flags.dataset.CACHE_DIR.value:
+        run_directory.check_directory(run_flags.dataset.CACHE_DIR.value, "cache_dir")
     datamodule = data.TFDSImageData(
         name=run_flags.dataset.DATASET.value,
         data_dir=run_flags.dataset.DATA_DIR.value,
@@ -382,32 +434,48 @@ def _eval_batch_size() -> int:
             or EVAL_BATCH_MULTIPLE * run_flags.dataset.BATCH_SIZE.value)
 
 
-def _prepare_model_dir_on_chief(strategy, model_dir):
-    """The chief prepares model_dir; if that fails, every worker stops, not only the chief (the
-    others would wait for it forever in their first collective)."""
-    error = None
+def _prepare_model_dir_on_chief(strategy, model_dir) -> run_directory.RunLock | None:
+    """The chief takes model_dir's lock and prepares it; returns the lock (None elsewhere). If
+    that fails, every worker stops, not only the chief (the others would wait for it forever in
+    their first collective)."""
+    error, lock = None, None
     if distribute.is_chief(strategy):
         try:
-            _prepare_model_dir(model_dir)
+            lock = _prepare_model_dir(model_dir)
         except (ValueError, OSError) as caught:
             error = caught
     if distribute.any_worker(strategy, error is not None):
         raise error or RuntimeError(f"the chief could not prepare model_dir ({model_dir}): "
                                     "its log says why")
+    return lock
 
 
-def _prepare_model_dir(model_dir):
-    """Sets an old run aside (--fresh_start), checks the settings against the run there, and
-    writes this run's flags.txt."""
-    if run_flags.training.FRESH_START.value and slurm.restart_count():
-        logging.warning("--fresh_start ignored: SLURM restarted this job (SLURM_RESTART_COUNT=%d), "
-                        "so it resumes the run in %s", slurm.restart_count(), model_dir)
-    elif run_flags.training.FRESH_START.value:
-        old_run = checkpointing.set_aside(model_dir)
-        if old_run:
-            logging.info("--fresh_start: the previous run in %s is now %s", model_dir, old_run)
-    # Flags that change what is trained must match the run being resumed.
-    checkpointing.check_run_config(model_dir, {
+def _prepare_model_dir(model_dir) -> run_directory.RunLock:
+    """Takes the lock, sets an old run aside (--fresh_start) and checks the settings against
+    the run there; writes nothing else (the records follow once the run has started)."""
+    lock = run_directory.RunLock(model_dir)
+    lock.acquire()  # Before anything else: another process may be training there.
+    try:
+        if run_flags.training.FRESH_START.value and slurm.restart_count():
+            logging.warning("--fresh_start ignored: SLURM restarted this job "
+                            "(SLURM_RESTART_COUNT=%d), so it resumes the run in %s",
+                            slurm.restart_count(), model_dir)
+        elif run_flags.training.FRESH_START.value:
+            lock.release()  # It moves with the old run otherwise.
+            old_run = run_directory.set_aside(model_dir)
+            lock.acquire()
+            if old_run:
+                logging.info("--fresh_start: the previous run in %s is now %s", model_dir, old_run)
+        run_directory.check_settings(model_dir, _settings())
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _settings() -> dict:
+    """The flags that change what is trained: a resumed run must match the recorded ones."""
+    return {
         "model": run_flags.model.MODEL.value, "dataset": run_flags.dataset.DATASET.value,
         "batch_size": run_flags.dataset.BATCH_SIZE.value,
         "train_split": run_flags.dataset.TRAIN_SPLIT.value,
@@ -416,8 +484,9 @@ def _prepare_model_dir(model_dir):
         "seed": run_flags.training.SEED.value,
         "accumulate_grad_batches": run_flags.optimization.ACCUMULATE_GRAD_BATCHES.value,
         "limit_train_batches": run_flags.run_control.LIMIT_TRAIN_BATCHES.value,
-        "overfit_batches": run_flags.run_control.OVERFIT_BATCHES.value})
-    run_files.write_flagfile(model_dir, _flags_text())
+        "overfit_batches": run_flags.run_control.OVERFIT_BATCHES.value,
+        # Moving averages add optimizer state: a checkpoint with them fits only a run with them.
+        "ema_decay": "on" if run_flags.optimization.EMA_DECAY.value else "off"}
 
 
 def _selftest(strategy, perturb_replica):

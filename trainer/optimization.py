@@ -152,32 +152,6 @@ def all_finite(tensors) -> tf.Tensor:
     return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
 
 
-def uses_ema(optimizer) -> bool:
-    """Whether `optimizer` keeps exponential moving averages of the weights (Keras' `use_ema`)."""
-    return bool(getattr(optimizer, "use_ema", False))
-
-
-@contextlib.contextmanager
-def averaged_weights(optimizer, variables):
-    """Within the block, `variables` (the module's trainable variables) hold the optimizer's
-    exponential moving averages of themselves; afterwards they get their live values back.
-    Without EMA nothing changes. Under a strategy every replica holds the same weights, so one
-    copy of the live values is enough to put back (on every replica)."""
-    if not uses_ema(optimizer):
-        yield
-        return
-    # Keras keeps one average per trainable variable, in the order the optimizer was built with.
-    averages = optimizer._model_variables_moving_average  # pylint: disable=protected-access
-    live = [tf.identity(variable.value) for variable in variables]
-    for variable, average in zip(variables, averages):
-        variable.assign(average)
-    try:
-        yield
-    finally:
-        for variable, value in zip(variables, live):
-            variable.assign(value)
-
-
 @contextlib.contextmanager
 def keeping_learning_rate(optimizer, say=logging.info):
     """Within the block a checkpoint may be restored into `optimizer`; afterwards it trains on

@@ -88,9 +88,10 @@ class RunSchedule:
 
     def validate_at_epoch_end(self, epoch: int, step: int) -> bool:
         """Whether epoch-end validation is due: the epoch ran to its end and it is every n-th,
-        or training is over (the last step, also mid-epoch at `max_steps`)."""
+        or training is over (the last step, also mid-epoch at `max_steps`). With a
+        `val_check_interval`, only at the last step, if the interval did not validate there."""
         if self.val_check_interval:
-            return False
+            return step == self.total_steps and step % self.val_check_interval != 0
         completed = step == (epoch + 1) * self.steps_per_epoch
         return ((completed and (epoch + 1) % self.check_val_every_n_epoch == 0)
                 or step == self.total_steps)

@@ -22,6 +22,7 @@ checkpoint. `--slurm_requeue` requeues after a SIGTERM too (preemption, `scancel
 """
 
 import os
+import re
 import signal
 import subprocess
 
@@ -83,6 +84,12 @@ def resolve_step(port_base: int | None = None) -> tuple[tf.train.ClusterSpec, in
         ValueError: if SLURM placed this task on another node than the cluster says.
     """
     tasks = int(os.environ["SLURM_STEP_NUM_TASKS"])
+    per_node = os.environ["SLURM_STEP_TASKS_PER_NODE"]
+    if sum(tasks_per_node(per_node)) != tasks:
+        raise ValueError(
+            f"the SLURM job step's environment disagrees with itself: SLURM_STEP_NUM_TASKS "
+            f"({tasks}) is not the sum of SLURM_STEP_TASKS_PER_NODE ({per_node}). Start the "
+            "workers with srun inside the job, which sets both")
     # The GPU arguments only satisfy the resolver's checks (1 "GPU" per task, enough per node):
     # with auto_set_gpu=False it assigns none, `gpus_for_task` does.
     resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(
@@ -107,6 +114,22 @@ def resolve_step(port_base: int | None = None) -> tuple[tf.train.ClusterSpec, in
         logging.info("task %d uses GPU(s) %s of its node's %s", resolver.task_id,
                      ",".join(share), ",".join(visible))
     return cluster, resolver.task_id
+
+
+def tasks_per_node(text: str) -> list[int]:
+    """SLURM's compressed count of tasks per node, e.g. "2(x3),1" -> [2, 2, 2, 1].
+
+    Raises:
+        ValueError: naming SLURM_STEP_TASKS_PER_NODE, if `text` is not in that form.
+    """
+    counts = []
+    for part in text.split(","):
+        match = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if not match:
+            raise ValueError(f"SLURM_STEP_TASKS_PER_NODE ({text}) is not a list of task counts "
+                             "such as 2(x3),1")
+        counts += [int(match[1])] * int(match[2] or 1)
+    return counts
 
 
 def gpus_for_task(visible: list[str], tasks_on_node: int, index_on_node: int, *,

@@ -98,6 +98,31 @@ def vote(trainer) -> bool:
 
 
 @contextlib.contextmanager
+def held_back():
+    """Within the block (a checkpoint being written) SIGINT and SIGTERM are noted, not acted on,
+    so that a second Ctrl-C cannot cut a save in half (it would leave a `ckpt-N_temp/` and no
+    checkpoint); after the block each noted signal goes to the handler it would have reached.
+    Only the main thread can handle signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted = []
+    previous = {sig: signal.signal(sig, lambda signal_number, frame: noted.append(signal_number))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for signal_number in noted:
+        handler = signal.getsignal(signal_number)
+        if callable(handler):
+            handler(signal_number, None)  # E.g. the second Ctrl-C's KeyboardInterrupt, now.
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(signal_number)
+
+
+@contextlib.contextmanager
 def on_signals(trainer):
     """SIGTERM, SIGUSR1 or a first SIGINT set `trainer._stop_signal`: the host loop saves a
     checkpoint and stops after the current call. A second SIGINT interrupts at once. SIGUSR1 is

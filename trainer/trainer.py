@@ -18,6 +18,7 @@ from trainer import datasets
 from trainer import distribute
 from trainer import evaluation
 from trainer import faults
+from trainer import model_weights as model_weights_lib
 from trainer import module as module_lib
 from trainer import optimization
 from trainer import precision as precision_lib
@@ -95,7 +96,7 @@ class Trainer:
         self.stop_reason: str | None = None
         self.steps_per_epoch: int | None = None
         self.schedule: schedule_lib.RunSchedule | None = None
-        self.module = self.optimizer = self.datamodule = None
+        self.module = self.optimizer = self.datamodule = self.model_weights = None
         self.record = checkpointing.RunRecord()  # The per-epoch history; checkpointed.
         self._stop_signal = None
         self._saved_step = None
@@ -127,10 +128,14 @@ class Trainer:
             `stop_reason` and `wall_time_s`.
         """
         start_time = time.perf_counter()
-        self._setup(module, datamodule)
+        self.setup(module, datamodule)
         self.schedule = self._make_schedule()  # Once per fit: the settings may change between fits.
         for line in reporting.plan_lines(self):
             self._print(line)
+        if (self.best_models and self.best_models.monitor.startswith("val_")
+                and not self.data.has("val")):
+            self._print(f"no validation data: nothing is ranked by {self.best_models.monitor}; "
+                        "the last model is the run's model")
         self.should_stop, self.stop_reason = False, None
         self._stop_signal = None  # A signal that stopped an earlier fit is spent.
         self._call("on_train_begin", {})  # A restored callback may stop the run at once.
@@ -150,47 +155,57 @@ class Trainer:
                 "stop_reason": self.stop_reason, "wall_time_s": time.perf_counter() - start_time}
 
     def validate(self, module, datamodule) -> dict[str, float]:
-        """Runs `validation_step` over the validation set; returns `val_*` means."""
-        self._setup(module, datamodule)
+        """Runs `validation_step` over the validation set with the run's model (`model_weights`);
+        returns `val_*` means."""
+        self.setup(module, datamodule)
         self.data.require("val")
         return self._validate()
 
-    def test(self, module, datamodule, *, averaged_weights: bool = True) -> dict[str, float]:
+    def test(self, module, datamodule, *, live_weights: bool = False) -> dict[str, float]:
         """Runs `test_step` over the test set; returns `test_*` means.
 
-        With an optimizer that keeps moving averages of the weights (`use_ema`), the averages
-        are tested, as they are validated, ranked and exported; `averaged_weights=False` tests
-        the live weights instead, as `live_test_*`, without telling the callbacks.
+        It tests the run's model (`model_weights`): with moving averages of the weights (EMA),
+        the averages, as validation scores them. `live_weights=True` tests the module's live
+        weights instead, as `live_test_*`, without telling the callbacks.
         """
-        self._setup(module, datamodule)
+        self.setup(module, datamodule)
         self.data.require("test")
         faults.reached("test")
-        with self.averaged_weights() if averaged_weights else contextlib.nullcontext():
+        with contextlib.nullcontext() if live_weights else self.model_weights.in_module():
             logs = self.evaluator.evaluate("test", limit=self.loop_config.limit_test_batches)
-        if not averaged_weights:
+        if live_weights:
             logs = {f"live_{name}": value for name, value in logs.items()}
-        self._print(reporting.summary("test" if averaged_weights else "test, live weights", logs))
-        if averaged_weights:
+        self._print(reporting.summary("test, live weights" if live_weights else "test", logs))
+        if not live_weights:
             self._call("on_test_end", logs)
         return logs
 
     def predict(self, module, datamodule, *, stage: str = "predict") -> np.ndarray:
-        """Returns `predict_step`'s outputs over `datamodule.predict_dataset` (or the "val" or
-        "test" dataset) in `strategy.gather`'s order: per batch, replica by replica, which is
-        dataset order when batches are slices of global batches (data/image_classification.py)."""
-        self._setup(module, datamodule)
-        with self.averaged_weights():
+        """Returns the model's `predict_step` outputs over `datamodule.predict_dataset` (or the
+        "val" or "test" dataset) in `strategy.gather`'s order: per batch, replica by replica,
+        which is dataset order when batches are slices of global batches
+        (data/image_classification.py)."""
+        self.setup(module, datamodule)
+        with self.model_weights.in_module():
             return self.evaluator.predict(stage)
 
-    def averaged_weights(self):
-        """A context in which the module holds the optimizer's moving averages of its weights (with
-        `use_ema`; otherwise its own weights), as validation, ranking, test and export use them."""
-        return optimization.averaged_weights(self.optimizer, self.module.trainable_variables)
+    def restore_best(self) -> dict | None:
+        """Makes the best ranked weights (`best_models`) the run's model, in the module and, with
+        EMA, in the averages; returns the best entry (None: nothing ranked, nothing changes)."""
+        if not self.best_models or not self.best_models.best:
+            return None
+        with self.strategy.scope():
+            return self.best_models.restore_best(self.model_weights)
 
     # ---- Set-up: every variable is created inside strategy.scope() --------------------------
 
-    def _setup(self, module, datamodule):
-        """Prepares the data and creates the module's variables and optimizer, once per module."""
+    def setup(self, module, datamodule) -> None:
+        """Prepares `datamodule` and, the first time it sees `module`, creates the module's
+        variables and optimizer inside the strategy's scope and restores the checkpoint.
+
+        `fit`, `validate`, `test` and `predict` call it. A module this Trainer has seen before keeps
+        its optimizer (step count, moments, moving averages) also with another DataModule.
+        """
         if module is self.module and datamodule is self.datamodule:
             return
         datasets.prepare(datamodule, self.strategy,
@@ -204,20 +219,25 @@ class Trainer:
         module.global_batch_size = datamodule.batch_size * micro_batches
         module.micro_batches_per_step = micro_batches
         module.total_steps = self._make_schedule().total_steps  # For learning-rate schedules.
-        with self.strategy.scope():  # Every variable is created here: a copy on every replica.
-            optimizer = module_lib.build_with_optimizer(module, datamodule.input_shape)
-            distribute.check_created_in_scope(self.strategy, module.variables)
-            distribute.warn_about_shared_random_draws(self.strategy, module)
-            self.step_functions = steps_lib.StepFunctions(
-                strategy=self.strategy, module=module, optimizer=optimizer, config=self.step_config)
-        self.module, self.optimizer, self.datamodule = module, optimizer, datamodule
+        new_module = module is not self.module
+        if new_module:
+            with self.strategy.scope():  # Every variable is created here: a copy per replica.
+                optimizer = module_lib.build_with_optimizer(module, datamodule.input_shape)
+                distribute.check_created_in_scope(self.strategy, module.variables)
+                distribute.warn_about_shared_random_draws(self.strategy, module)
+                self.step_functions = steps_lib.StepFunctions(
+                    strategy=self.strategy, module=module, optimizer=optimizer,
+                    config=self.step_config)
+            self.module, self.optimizer = module, optimizer
+            self.model_weights = model_weights_lib.ModelWeights(module, optimizer)
+        self.datamodule = datamodule
         self.data = datasets.DistributedData(self.strategy, datamodule, micro_batches=micro_batches,
                                              limits=self.loop_config.limit)
         self.evaluator = evaluation.Evaluator(self.strategy, module, datamodule, self.data,
                                               self.step_functions)
         module.logbook.create_for(self.strategy, "train", module.training_step,
                                   datamodule.train_dataset)
-        if self.checkpointer:
+        if new_module and self.checkpointer:
             self._restore_checkpoint()
 
     def _make_schedule(self) -> schedule_lib.RunSchedule:
@@ -291,35 +311,39 @@ class Trainer:
     # ---- Evaluation ----------------------------------------------------------------------------
 
     def _validate(self, epoch=None):
-        """Validates; during fit (`epoch` given) the validated weights are ranked at once."""
+        """Validates the run's model; during fit (`epoch` given) it is ranked at once."""
         faults.reached("validation")
-        with self.averaged_weights():  # The model that validation, ranking and export see.
+        with self.model_weights.in_module():  # The averages, with EMA: what every consumer gets.
             logs = self.evaluator.evaluate("val", limit=self.loop_config.limit_val_batches)
-            if epoch is not None:
-                self._rank(epoch, logs, validation=True)
+        if epoch is not None:
+            self._rank(epoch, logs, validation=True)
         self._call("on_validation_end", logs)  # After ranking: a callback may change weights.
         return logs
 
     def _rank(self, epoch, logs, *, validation):
-        """Ranks the module's weights by `logs` while they are the weights that produced them:
-        a `val_*` monitor right after each validation (mid-epoch ones included), any other
-        monitor with the epoch's logs."""
+        """Ranks the run's model by `logs` before anything changes it: a `val_*` monitor right
+        after each validation (mid-epoch ones included), any other monitor with the epoch's logs."""
         if self.best_models and self.best_models.monitor.startswith("val_") == validation:
-            self.best_models.update(self.module, epoch, self.global_step, logs)
+            self.best_models.update(self.model_weights, epoch, self.global_step, logs)
 
     # ---- Checkpoints and stopping ----------------------------------------------------------------
 
     def _restore_checkpoint(self):
         """Tracks the run's state and restores the given or latest checkpoint, inside the scope."""
-        # Callbacks may create variables to checkpoint; the learning rate is a setting, not state.
-        with self.strategy.scope(), optimization.keeping_learning_rate(self.optimizer, self._print):
+        # Callbacks may create variables to checkpoint. The learning rate is a setting, not
+        # state: the configured one wins, unless a callback sets it (the finder's, with "auto").
+        keeping = (contextlib.nullcontext() if any(c.sets_learning_rate for c in self.callbacks)
+                   else optimization.keeping_learning_rate(self.optimizer, self._print))
+        with self.strategy.scope(), keeping:
             self.checkpointer.track(
                 module=self.module, optimizer=self.optimizer,
                 train_metrics=self.module.logbook.variables("train"),
                 untracked=checkpointing.untracked_variables(self.module),
                 callbacks=callbacks_base.CallbackState(self.callbacks),
                 callback_variables=callbacks_base.checkpointed_variables(self.callbacks),
-                record=self.record, **self.step_functions.checkpointed())
+                record=self.record,
+                # Bookkeeping a flag may add on a resume (--detect_anomaly, --precision=16-mixed).
+                optional=self.step_functions.checkpointed())
             restored = self.checkpointer.restore(self.resume_from)
         if restored:
             epoch, batch = divmod(self.global_step, self.steps_per_epoch)
@@ -334,7 +358,9 @@ class Trainer:
         if due and self.checkpointer and step != self._saved_step:  # At most once per step.
             self.evaluator.average_replica_copies()  # Every replica holds the same model first.
             self.module.logbook.even_out("train", self.strategy)  # As a restore would leave them.
-            logging.debug("saved %s", self.checkpointer.save(step))
+            with stopping.held_back():  # A Ctrl-C now takes effect once the save is whole.
+                faults.reached("saving")
+                logging.debug("saved %s", self.checkpointer.save(step))
             self._saved_step = step
             faults.reached("saved")
         if signalled:

@@ -94,7 +94,7 @@ def find_learning_rate(trainer, module, datamodule, *, min_rate: float = 1e-7,
     if num_steps < 2:
         raise ValueError(f"lr_find_steps ({num_steps}) must be at least 2")
     # The Trainer's own set-up: the module's variables and optimizer, in its strategy's scope.
-    trainer._setup(module, datamodule)  # pylint: disable=protected-access
+    trainer.setup(module, datamodule)
     rates = np.geomspace(min_rate, max_rate, num_steps).tolist()
     half_width = num_steps // 10
     saved = _capture(trainer)
@@ -281,6 +281,10 @@ class LearningRateFinder(base.Callback):
             if trainer.is_chief:
                 logging.info("training on learning rate %.3g (--learning_rate=auto)",
                              self.learning_rate)
+
+    @property
+    def sets_learning_rate(self):
+        return self.update_learning_rate
 
     def _report(self, search):
         logging.info("%s", search.summary())

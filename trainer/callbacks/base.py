@@ -75,6 +75,13 @@ class Callback:
         return []
 
     @property
+    def sets_learning_rate(self) -> bool:
+        """Whether this callback decides the learning rate a run trains on (e.g. the rate found
+        by `--lr_find` with `--learning_rate=auto`): a resumed run then keeps the checkpoint's
+        rate for it to set, instead of the configured one."""
+        return False
+
+    @property
     def step_boundaries(self) -> tuple[int, ...]:
         """Optimizer steps at which a traced loop call must end, so that `on_train_batch_end`
         sees exactly these steps (e.g. where a profiler trace starts and stops)."""

@@ -16,8 +16,9 @@ class EarlyStopping(base.Callback):
         min_delta: an improvement must exceed this much to count.
         patience: checks without improvement before stopping.
         mode: "min", "max", or "auto" (max for names containing "acc", else min).
-        restore_best_weights: when stopping, put back the weights of the best check. Their
-            copy is kept in the run's checkpoints, so this also works after a resume.
+        restore_best_weights: when stopping, make the model of the best check the run's model
+            again (trainer/model_weights.py: the moving averages, with EMA). Its copy is kept in
+            the run's checkpoints, so this also works after a resume.
     """
 
     def __init__(self, *, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 3,
@@ -47,6 +48,10 @@ class EarlyStopping(base.Callback):
 
     def on_train_begin(self, logs):
         self._fitting = True
+        if self.monitor.startswith("val_") and not self.trainer.data.has("val"):
+            logging.warning("early stopping is off in this run: it watches %s, and there is no "
+                            "validation data (no validation split, or limit_val_batches=0)",
+                            self.monitor)
         if self.restore_best_weights and self._best_weights is None:
             with self.trainer.strategy.scope():  # Without checkpoints: created here.
                 self.checkpointed_variables()
@@ -71,9 +76,9 @@ class EarlyStopping(base.Callback):
         score = float(logs[self.monitor])
         if self._improved(score):
             self.best, self.wait = score, 0
-            if self.restore_best_weights:
-                for copy, weight in zip(self._best_weights, self.trainer.module.weights):
-                    copy.assign(weight.value)
+            if self.restore_best_weights:  # The model this check scored.
+                for copy, value in zip(self._best_weights, self.trainer.model_weights.values()):
+                    copy.assign(value)
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -82,8 +87,7 @@ class EarlyStopping(base.Callback):
             logging.info("early stopping: %s has not improved on %.4f for %d check(s)",
                          self.monitor, self.best, self.wait)
             if self.restore_best_weights:
-                for copy, weight in zip(self._best_weights, self.trainer.module.weights):
-                    weight.assign(copy.value())
+                self.trainer.model_weights.assign([copy.value() for copy in self._best_weights])
                 logging.info("early stopping: restored the weights of the best check")
 
     def _improved(self, score):

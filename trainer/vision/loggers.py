@@ -43,7 +43,7 @@ class SamplePredictions(base.Callback):
             return
         images, labels = self._sample_batch()
         # An eager call, on this process only: no collective, so only the chief needs to run it.
-        with self.trainer.averaged_weights():  # The weights validation used.
+        with self.trainer.model_weights.in_module():  # The model validation scored.
             probabilities = self.trainer.module.predict_step((images, labels))
         predicted, true = np.argmax(probabilities, axis=-1), labels.numpy()
         names = self.trainer.datamodule.class_names
