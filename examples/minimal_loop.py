@@ -127,9 +127,14 @@ def main(_) -> None:
         tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0], cpus)
         strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)])
     tf.keras.utils.set_random_seed(0)  # The same initial weights and order on every run.
+    data_dir = os.path.expanduser(FLAGS.data_dir) if FLAGS.data_dir else None
+    if not FLAGS.download and not tfds.builder(FLAGS.dataset, data_dir=data_dir).is_prepared():
+        sys.exit(f"error: dataset {FLAGS.dataset!r} is not prepared in "
+                 f"{data_dir or '~/tensorflow_datasets'} and --download=false: point --data_dir "
+                 "at a directory that holds it prepared")
     (train_split, val_split, test_split), info = tfds.load(
         FLAGS.dataset, split=SPLITS, as_supervised=True, with_info=True, download=FLAGS.download,
-        data_dir=os.path.expanduser(FLAGS.data_dir) if FLAGS.data_dir else None)
+        data_dir=data_dir)
     shape, classes = info.features["image"].shape, info.features["label"].num_classes
     with strategy.scope():  # Variables created here get one synchronized copy per replica.
         model = layers.build_cnn("sequential", input_shape=shape, num_classes=classes)

@@ -42,9 +42,14 @@ def scale(images, labels):
 def main(_) -> None:
     quiet.hide_library_info_lines(logging.get_verbosity())
     tf.keras.utils.set_random_seed(0)  # The same initial weights and order on every run.
+    data_dir = os.path.expanduser(FLAGS.data_dir) if FLAGS.data_dir else None
+    if not FLAGS.download and not tfds.builder(FLAGS.dataset, data_dir=data_dir).is_prepared():
+        sys.exit(f"error: dataset {FLAGS.dataset!r} is not prepared in "
+                 f"{data_dir or '~/tensorflow_datasets'} and --download=false: point --data_dir "
+                 "at a directory that holds it prepared")
     (train_split, val_split, test_split), info = tfds.load(
         FLAGS.dataset, split=SPLITS, as_supervised=True, with_info=True, download=FLAGS.download,
-        data_dir=os.path.expanduser(FLAGS.data_dir) if FLAGS.data_dir else None)
+        data_dir=data_dir)
     # Full training batches, a new order every epoch: one batch shape, so one trace of the step.
     train_data = train_split.cache().shuffle(10_000).batch(FLAGS.batch_size, drop_remainder=True)
     train_data = train_data.map(scale)

@@ -12,11 +12,12 @@ see the same batches. OUT_DIR/replicas<N>.npz holds `initial/<i>`, `trainer/<i>`
 OUT_DIR/replicas<N>.json holds the variable paths, each loop's last-epoch training loss and
 accuracy, its validation loss and accuracy, and how many validation examples the minimal loop's
 metrics counted. OUT_DIR/errors.json holds what the minimal loop's main() stops with on a batch
-that does not split across replicas and on a learning rate that makes training diverge (TFDS
-mocked).
+that does not split across replicas, on a learning rate that makes training diverge (TFDS
+mocked), and offline on a data_dir without the dataset.
 """
 
 import argparse
+import contextlib
 import json
 import os
 
@@ -46,8 +47,10 @@ def main():
         np.savez(out + ".npz", **arrays)
         with open(out + ".json", "w") as f:
             json.dump(report, f)
+    empty_dir = os.path.join(args.out_dir, "empty_data_dir")
+    os.makedirs(empty_dir)
     with open(os.path.join(args.out_dir, "errors.json"), "w") as f:
-        json.dump(errors_of_main(minimal_loop), f)
+        json.dump(errors_of_main(minimal_loop, empty_dir), f)
 
 
 def compare(strategy, minimal_loop) -> tuple[dict, dict]:
@@ -122,18 +125,19 @@ def compare(strategy, minimal_loop) -> tuple[dict, dict]:
     return arrays, report
 
 
-def errors_of_main(minimal_loop) -> dict[str, str | None]:
-    """{case: the error minimal_loop.main stops with, or None} for two bad command lines."""
+def errors_of_main(minimal_loop, empty_dir: str) -> dict[str, str | None]:
+    """{case: the error minimal_loop.main stops with, or None} for three bad command lines."""
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-    cases = {"batch": ["--cpu_devices=2", "--batch_size=63"],
+    cases = {"batch": (["--cpu_devices=2", "--batch_size=63"], True),
              # inf turns the weights to inf and NaN at the first step, so step 2's loss is NaN.
-             "diverged": ["--learning_rate=inf", "--batch_size=16", "--epochs=1",
-                          "--steps_per_call=1"]}
+             "diverged": (["--learning_rate=inf", "--batch_size=16", "--epochs=1",
+                           "--steps_per_call=1"], True),
+             "not_prepared": ([f"--data_dir={empty_dir}", "--download=false"], False)}
     errors = {}
-    for case, argv in cases.items():
+    for case, (argv, mocked) in cases.items():
         flags.FLAGS(["minimal_loop.py", *argv])
         try:
-            with tfds.testing.mock_data(num_examples=80):
+            with tfds.testing.mock_data(num_examples=80) if mocked else contextlib.nullcontext():
                 minimal_loop.main([])
             errors[case] = None
         except (app.UsageError, SystemExit) as error:

@@ -5,7 +5,8 @@ dataset prepared on disk (`tiny_images`, tests/tiny_images.py, through `--data_d
 `--download=false`), in batches of 16 so that its 58 training examples make a few steps. Its
 whole console, standard output and error, must be the lines the page shows: the same lines with
 the same words and fields; the numbers are masked, as they come from other data and another CPU.
-The three programs run at once, in a process each (one strategy per process).
+The programs run at once, in a process each (one strategy per process); a fourth process runs the
+one-device loop offline on a data_dir without the dataset.
 """
 
 import concurrent.futures
@@ -34,8 +35,16 @@ def consoles(tmp_path_factory):
                             env={"TF_CPP_MIN_LOG_LEVEL": None})
         return name, (result.returncode, result.stdout.splitlines(), result.stderr)
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(RUNS)) as pool:
-        return dict(pool.map(run, RUNS))
+    def run_offline_without_the_dataset(name):
+        result = run_python(["examples/one_device_loop.py", "--download=false",
+                             f"--data_dir={empty_dir}"], env={"TF_CPP_MIN_LOG_LEVEL": None})
+        return name, (result.returncode, result.stdout.splitlines(), result.stderr)
+
+    empty_dir = str(tmp_path_factory.mktemp("empty_data_dir"))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(RUNS) + 1) as pool:
+        runs = [pool.submit(run, name) for name in RUNS]
+        runs.append(pool.submit(run_offline_without_the_dataset, "not-prepared"))
+        return dict(future.result() for future in runs)
 
 
 @pytest.mark.parametrize("name", RUNS)
@@ -53,3 +62,12 @@ def test_the_masked_comparison_still_tells_fields_apart():
     assert documented.masked(line) == documented.masked(line.replace("1.6941", "0.25"))
     assert documented.masked(line) != documented.masked(line.replace("train_loss", "loss"))
     assert documented.masked(line) != documented.masked(line.replace(" s", " ms"))
+
+
+def test_offline_a_missing_dataset_is_one_error_line(consoles):
+    returncode, lines, stderr = consoles["not-prepared"]
+    assert returncode == 1 and not lines
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1].startswith("error: dataset 'cifar10' is not prepared in ")
+    assert stderr.splitlines()[-1].endswith(
+        "and --download=false: point --data_dir at a directory that holds it prepared")

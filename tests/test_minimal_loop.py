@@ -92,3 +92,10 @@ def test_batch_size_must_split_evenly_across_the_replicas(runs):
 def test_a_diverged_run_stops_with_one_error_line(runs):
     assert runs["errors"]["diverged"] == (
         "error: the loss is nan after step 2: training diverged (--learning_rate inf too high?)")
+
+
+def test_offline_a_missing_dataset_is_one_error_line(runs):
+    error = runs["errors"]["not_prepared"]
+    assert error.startswith("error: dataset 'cifar10' is not prepared in ")
+    assert error.endswith("empty_data_dir and --download=false: point --data_dir at a directory "
+                          "that holds it prepared")
