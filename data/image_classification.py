@@ -274,6 +274,11 @@ class ImageClassificationData(datamodule.DataModule):
         # The partial last batch is kept: evaluation sees every example exactly once.
         return examples.cache().batch(batch_size)
 
+    def has_stage(self, stage: str) -> bool:
+        """Whether `stage` ("train", "val", "test" or "predict") has examples to read."""
+        return self._num_examples(stage) > 0
+
+
 def _replica_slices(global_batches: tf.data.Dataset, ctx: tf.distribute.InputContext,
                     global_batch_size: int) -> tf.data.Dataset:
     """This input pipeline's replicas' slices of each global batch, one per-replica batch each.

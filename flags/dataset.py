@@ -3,10 +3,14 @@
 from absl import flags
 
 from data import image_classification
+from data import image_files
 
 DATASET = flags.DEFINE_string(
     "dataset", "cifar10",
-    "TFDS image classification dataset name, e.g. cifar10, cifar100, mnist, fashion_mnist.")
+    "A TFDS image classification dataset name (cifar10, cifar100, mnist, fashion_mnist, ...) or a "
+    "folder of your own images: a value that names an existing folder (local or gs://...) is an "
+    "image folder, <folder>/<class>/*.png|jpg|jpeg|bmp|gif, or with split folders "
+    "<folder>/<split>/<class>/... (see docs/data.md).")
 DATA_DIR = flags.DEFINE_string(
     "data_dir", None,
     "Directory where TFDS keeps prepared datasets (default: TFDS' ~/tensorflow_datasets). To train "
@@ -54,3 +58,23 @@ CACHE_DIR = flags.DEFINE_string(
     "split once (PNG records for CIFAR-10) and saves the uint8 examples there; later runs load "
     "them, so epoch 1 trains at full speed. Keyed by dataset, version, split, input pipeline and "
     "the prepared files; a change builds a new entry. Default: no cache (decode every run).")
+IMAGE_SIZE = flags.DEFINE_string(
+    "image_size", None,
+    "Image folders only: HEIGHTxWIDTH in pixels (or one number for square images) that every "
+    "image is resized to. Default: the size all the folder's images share; an error asks for "
+    "this flag when they differ.")
+PREDICT_FILES = flags.DEFINE_string(
+    "predict_files", None,
+    "A glob ('new/*.jpg') or a folder (searched recursively) of image files to classify after "
+    "training with the exported model: writes <model_dir>/predictions.csv (path, predicted class "
+    "and its name, probability). Images are converted and resized to what the model was trained "
+    "on. Not with --predict_split, which writes the same file.")
+flags.register_validator(IMAGE_SIZE, lambda text: text is None or bool(_image_size(text)),
+                         message="must be HEIGHTxWIDTH in pixels, e.g. 32x32, or one number")
+
+
+def _image_size(text):
+    try:
+        return image_files.parse_image_size(text)
+    except ValueError:
+        return None

@@ -26,6 +26,9 @@ CPU_DEVICES = flags.DEFINE_integer(
 GPUS = flags.DEFINE_list(
     "gpus", None,
     "Comma-separated indices of the GPUs to use, e.g. 0,1 (default: all visible GPUs).")
+flags.register_validator(GPUS, lambda values: values is None or all(
+    value.strip().isdigit() for value in values), message="must be comma-separated GPU indices, "
+                                                          "e.g. 0,1")
 GPU_MEMORY_GROWTH = flags.DEFINE_boolean(
     "gpu_memory_growth", True,
     "Let TensorFlow allocate GPU memory as it needs it instead of all at start, on every used GPU "

@@ -89,17 +89,22 @@ def test_changed_settings_are_an_error_not_a_mixed_run(finished_run):
     assert "holds a run with other settings (batch_size: 32 there, 16 now)" in result.stderr
 
 
-def test_a_corrupted_checkpoint_is_an_error_naming_it(finished_run, tmp_path):
+def test_a_damaged_newest_checkpoint_is_named_and_the_run_resumes_from_the_one_before(
+        finished_run, tmp_path):
     model_dir = str(tmp_path / "copy")
     shutil.copytree(finished_run, model_dir)
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    assert latest.endswith("ckpt-20")  # Saved every 3 steps and at the epoch's end, step 20.
     data_file = glob.glob(latest + ".data-*")[0]
     with open(data_file, "r+b") as f:
         f.truncate(os.path.getsize(data_file) // 2)
     result = run_main_mocked([*FLAGS, "--epochs=2", f"--model_dir={model_dir}"],
                              num_examples=NUM_EXAMPLES)
-    assert result.returncode != 0
+    assert result.returncode == 0, result.stderr[-3000:]
     assert f"cannot restore checkpoint {latest}" in result.stderr
+    assert "resumed from ckpt-18 instead, the newest checkpoint that restores" in result.stderr
+    with open(os.path.join(model_dir, "results.json")) as f:
+        assert json.load(f)["steps"] == 40  # Steps 19 and 20 trained again, then epoch 2.
 
 
 def test_fresh_start_sets_the_old_run_aside(finished_run, tmp_path):

@@ -101,7 +101,8 @@ def test_limited_passes_fill_their_caches_and_read_each_example_once():
 
 def test_val_check_interval_counts_steps_across_epochs():
     _, recorder, _, _ = _run(epochs=2, val_check_interval=10, num_sanity_val_steps=0)
-    assert recorder.steps_of("validation") == [10, 20, 30]  # not at the epoch ends 16 and 32
+    # Not at the epoch end 16; at 32, where training ends, as the last model must be validated.
+    assert recorder.steps_of("validation") == [10, 20, 30, 32]
 
 
 def test_check_val_every_n_epoch():

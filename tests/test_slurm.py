@@ -16,7 +16,7 @@ import pytest
 from conftest import TESTS
 import local_cluster
 from trainer import distribute
-from trainer import slurm
+from trainer.cluster import slurm
 
 JOB_ID = "4242"
 NUM_EXAMPLES = 320  # mocked TFDS: 10 steps of 32 per epoch, 20 in the run

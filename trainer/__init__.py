@@ -9,8 +9,7 @@ The loop, where `ls trainer/` shows it:
 - `config.py`: `LoopConfig` and `StepConfig`, the Trainer's settings.
 - `schedule.py`: when things happen, in optimizer steps; `datasets.py`: the data per strategy.
 - `optimization.py`: clipping, accumulation and fp16 loss scaling on all-reduced gradients.
-- `distribute.py`: strategy selection and replica checks; `slurm.py`: a cluster from a SLURM job
-  step, and requeueing; `precision.py`: mixed precision.
+- `distribute.py`: strategy selection and replica checks; `precision.py`: mixed precision.
 - `gpu_check.py`: a warning when the machine's NVIDIA GPUs are invisible to TensorFlow.
 - `checkpointing.py`: full-state checkpoints, exact resume, the best epochs.
 - `stopping.py`: stopping on signals (voted across workers), on divergence and on NaN/Inf.
@@ -18,8 +17,11 @@ The loop, where `ls trainer/` shows it:
 - `tuning.py`: the learning-rate finder (`--lr_find`).
 
 Around it: `callbacks/` (callbacks, progress bar, loggers), `vision/` (the image classification
-task: `ImageClassifier`, its pictures and its export) and `cli/` (`--explain`, `--selftest`, the
-evaluator task, the run's files); `main.py` is the command line (`python -m trainer.main`).
+task: `ImageClassifier`, its pictures and its export), `cli/` (`--explain`, `--selftest`, the
+evaluator task, the run's files) and `cluster/` (how the processes of a multi-worker run are
+started: SLURM, the local launcher, Ray). `main.py` is the command line (`python -m trainer.main`,
+or `trainer.main.run(argv)` from Python); `launch.py` starts it on N local workers
+(`python -m trainer.launch`) and `ray.py` on a Ray cluster (`python -m trainer.ray`).
 """
 
 # `python -m trainer.main` imports this package before trainer/main.py, and TensorFlow prints its

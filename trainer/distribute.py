@@ -5,7 +5,7 @@
     mirrored     MirroredStrategy: one replica per GPU of this host (or per logical CPU device)
     multi_worker MultiWorkerMirroredStrategy: one process per host ("worker"), each with one
                  replica per GPU (or one on its CPU); the cluster is read from TF_CONFIG, or
-                 without it from a SLURM job step of several tasks (trainer/slurm.py)
+                 without it from a SLURM job step of several tasks (trainer/cluster/slurm.py)
     auto         multi_worker when TF_CONFIG names several training tasks (chief and workers) or,
                  without TF_CONFIG, inside a SLURM job step of several tasks; else mirrored when
                  there are several GPUs or --cpu_devices > 1, else default
@@ -27,7 +27,7 @@ import tensorflow as tf
 
 import layers
 from trainer import gpu_check
-from trainer import slurm
+from trainer.cluster import slurm
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 COMMUNICATIONS = {
@@ -40,7 +40,8 @@ _TF_CONFIG_RULE = (
     '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
     '"index": 0}}, set before the program starts (see docs/multi_worker.md)')
 # The TF_CONFIG task types that train; an "evaluator" only reads the checkpoints.
-_TRAINING_TASKS = ("chief", "worker")
+TRAINING_TASKS = ("chief", "worker")
+EVALUATOR_TASK = "evaluator"
 
 
 def split_cpu(num_devices: int) -> None:
@@ -115,13 +116,13 @@ def _training_tasks(config: dict | None) -> int:
     """How many training tasks (processes) the TF_CONFIG cluster has; 0 without TF_CONFIG."""
     if not config:
         return 0
-    return sum(len(config["cluster"].get(job, ())) for job in _TRAINING_TASKS)
+    return sum(len(config["cluster"].get(job, ())) for job in TRAINING_TASKS)
 
 
 def is_evaluator_task() -> bool:
     """Whether TF_CONFIG makes this process the cluster's evaluator (trainer/cli/evaluator.py)."""
     config = tf_config_cluster()
-    return bool(config) and config["task"]["type"] == "evaluator"
+    return bool(config) and config["task"]["type"] == EVALUATOR_TASK
 
 
 def cluster_source() -> str | None:
@@ -147,13 +148,14 @@ def create_strategy(name: str = "auto", *, cpu_devices: int = 1, gpus: list[int]
         communication: how `multi_worker` all-reduces between workers: "ring" (gRPC, works on
             CPUs), "nccl" (GPUs only) or "auto" (TensorFlow chooses).
         slurm_port_base: the first port of each node's tasks, for a cluster from SLURM (None:
-            derived from the job id, see trainer/slurm.py).
+            derived from the job id, see trainer/cluster/slurm.py).
         evaluator: this process only evaluates checkpoints, as a TF_CONFIG "evaluator" task
             does: it joins no cluster, and `auto` or `multi_worker` choose this host's devices.
 
     Raises:
         ValueError: if `name` is not one of STRATEGIES, a device argument is out of range, or
-            `multi_worker` is asked for without a usable TF_CONFIG or SLURM job step.
+            `multi_worker` is asked for without a usable TF_CONFIG or SLURM job step, or a
+            one-process strategy inside a TF_CONFIG cluster of several training tasks.
     """
     if name not in STRATEGIES:
         raise ValueError(f"strategy ({name!r}) must be one of {list(STRATEGIES)}")
@@ -162,13 +164,20 @@ def create_strategy(name: str = "auto", *, cpu_devices: int = 1, gpus: list[int]
                          f"{list(COMMUNICATIONS)}")
     gpu_check.warn_if_gpus_unseen()  # Before a strategy settles for the CPU: say why.
     cluster = tf_config_cluster()
-    if (evaluator or is_evaluator_task()) and name in ("auto", "multi_worker"):
+    evaluates = evaluator or is_evaluator_task()
+    if evaluates and name in ("auto", "multi_worker"):
         logging.info("the evaluator joins none of the workers' collectives: it runs on this "
                      "host's devices alone")
         name, communication = "auto", "auto"
     elif name == "auto" and (_training_tasks(cluster) > 1
                              or (cluster is None and slurm.multi_task_step())):
         name = "multi_worker"
+    elif name != "multi_worker" and not evaluates and _training_tasks(cluster) > 1:
+        # Each process would train alone, and each would write the chief's files.
+        raise ValueError(f"strategy ({name!r}) trains in this process alone, but TF_CONFIG "
+                         f"names a cluster of {_training_tasks(cluster)} training tasks: use "
+                         "--strategy=multi_worker (or auto) to train together, or unset "
+                         "TF_CONFIG to train alone")
     if name == "multi_worker":
         return _multi_worker_strategy(cluster, cpu_devices, gpus, gpu_memory_growth, communication,
                                       slurm_port_base)
@@ -370,6 +379,18 @@ def first_difference(strategy: tf.distribute.Strategy, values: dict[str, str]) -
     replicas = strategy.num_replicas_in_sync
     return next((name for name, first, second in zip(names, total, squares)
                  if replicas * second != first * first), None)
+
+
+def check_same_on_every_worker(strategy: tf.distribute.Strategy, values: dict[str, str], *,
+                               what: str) -> None:
+    """Raises ValueError, naming the first entry of `values` that differs between the workers
+    and this worker's value of it; every worker must call it (`first_difference`)."""
+    different = first_difference(strategy, values)
+    if different:
+        raise ValueError(
+            f"the workers were started with different {what}: --{different} differs between "
+            f"them (on worker {worker_index(strategy)}: {values[different]}). Start every "
+            f"worker with the same {what}")
 
 
 def gathered_labels(strategy: tf.distribute.Strategy,

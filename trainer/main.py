@@ -1,12 +1,12 @@
 """Command line entry point: `python -m trainer.main --model=functional`.
 
 The only place that reads flag values: it turns them into the DataModule, the Module, the
-Trainer's two configs and its callbacks, runs fit then test, and writes `<model_dir>/flags.txt`
-(every flag, to repeat the run with `--flagfile`), `<model_dir>/results.json` (metrics) and
-`<model_dir>/timings.json` (wall times, images/s) through trainer/cli/run_files.py.
-`--explain` prints the plan instead (trainer/cli/explain.py), `--selftest` checks the strategy
-(trainer/cli/selftest.py), and `--evaluate_checkpoints` (or a TF_CONFIG task of type "evaluator")
-validates the run's checkpoints as they appear (trainer/cli/evaluator.py).
+Trainer's two configs and its callbacks, and hands them to trainer/cli/job.py, which fits, tests,
+exports and writes the run's files. `--explain` prints the plan instead (trainer/cli/explain.py),
+`--selftest` checks the strategy (trainer/cli/selftest.py), and `--evaluate_checkpoints` (or a
+TF_CONFIG task of type "evaluator") validates the run's checkpoints as they appear
+(trainer/cli/evaluator.py). `run(argv)` is the same command as a Python function, for launchers
+that call one in each worker (trainer/cluster/).
 
 Under multi-worker training every worker runs this same program; only the chief writes files, but
 every worker takes part in every collective (metric reads, checkpoint saves, the export), in the
@@ -24,25 +24,25 @@ from absl import logging
 import tensorflow as tf
 
 import data
+from data import image_files
+from data import image_folder
 import flags as run_flags
 import layers
 import trainer
 from trainer import callbacks
 from trainer import checkpointing
 from trainer import distribute
-from trainer import faults
 from trainer import precision
 from trainer import run_directory
 from trainer import schedule
-from trainer import slurm
+from trainer.cluster import slurm
 from trainer.cli import evaluator
 from trainer import tuning
 from trainer.cli import explain
+from trainer.cli import job as job_lib
 from trainer.cli import quiet
 from trainer.cli import run_files
 from trainer.cli import selftest
-from trainer.vision import export
-from trainer.vision import predictions
 from trainer.vision import loggers as vision_loggers
 
 EVAL_BATCH_MULTIPLE = 4  # --eval_batch_size's default, in training batches
@@ -59,18 +59,11 @@ for _flags_module in (run_flags.model, run_flags.dataset, run_flags.training,
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
-    quiet.hide_library_info_lines(logging.get_verbosity())
-    if slurm.in_job():
-        slurm.tolerate_late_requeue_signal()
-    # Each ending is printed once, as a plain line on stderr, without a traceback.
+    """`python -m trainer.main`: the run, each ending printed once as a plain line on stderr,
+    without a traceback, with the exit status the shell expects (0, 1, 128 + a signal)."""
     try:
-        strategy = _create_strategy()
-        _quiet_unless_chief(strategy)
-        results = _explain_selftest_or_train(strategy)
+        _run_parsed(argv)
     except trainer.TrainingInterrupted as interruption:
-        _requeue_if_asked(strategy, interruption)
         print(f"stopped: {interruption}", file=sys.stderr)
         sys.exit(128 + interruption.signal_number)  # The shell's convention for "killed by".
     except KeyboardInterrupt:  # A second Ctrl-C, outside a checkpoint save: stop at once.
@@ -86,8 +79,48 @@ def main(argv):
         if full_disk is None and isinstance(error, tf.errors.OpError):
             raise  # Not a message for the user: a bug, shown with its traceback.
         sys.exit(f"error: {full_disk or error}")
+
+
+def run(argv: list[str]) -> dict:
+    """`run(["trainer.main", *flags])` does what `python -m trainer.main <flags>` does, for
+    launchers that call a function in each worker (trainer/cluster/ray_train.py); it returns the
+    results (results.json's; empty after --explain or --selftest) and raises where the command
+    prints `error: ...` (ValueError for a refused flag), or TrainingInterrupted after a signal.
+    TensorFlow sets up its devices and collective ops once per process: a second call raises."""
+    run_flags.parse(argv)
+    logging.use_absl_handler()  # What app.run does: absl's log handler, and INFO by default.
+    if absl_flags.FLAGS["verbosity"].using_default_value:
+        absl_flags.FLAGS.verbosity = 0
+    return _run_parsed(argv[:1]) or {}
+
+
+_runs_started = []  # This process's run, once it starts (there is at most one: see `run`).
+
+
+def _run_parsed(argv: list[str]) -> dict | None:
+    """Creates the strategy, then explains, self-tests, evaluates or trains; logs the results."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected positional arguments: {' '.join(argv[1:])}")
+    if _runs_started:  # TensorFlow sets up its devices and collective ops once per process.
+        raise RuntimeError(f"a run has already started in this process (pid {os.getpid()}): "
+                           "start each run in a new process")
+    _runs_started.append(os.getpid())
+    quiet.hide_library_info_lines(logging.get_verbosity())
+    if slurm.in_job():
+        slurm.tolerate_late_requeue_signal()
+    strategy = _create_strategy()
+    quiet.quiet_unless_chief(
+        worker=distribute.worker_index(strategy),
+        workers=distribute.num_workers(strategy),
+        verbosity_given=absl_flags.FLAGS["verbosity"].present)
+    try:
+        results = _explain_selftest_or_train(strategy)
+    except trainer.TrainingInterrupted as interruption:
+        _requeue_if_asked(strategy, interruption)
+        raise
     if results:
         logging.info("results: %s", json.dumps(results))
+    return results
 
 
 def _latest_checkpoint() -> str | None:
@@ -97,26 +130,15 @@ def _latest_checkpoint() -> str | None:
 def _create_strategy() -> tf.distribute.Strategy:
     """The strategy comes first: it fixes the devices before anything else touches TensorFlow,
     and MultiWorkerMirroredStrategy must configure the collective ops at program startup."""
+    gpus = run_flags.distribution.GPUS.value
     return distribute.create_strategy(
         run_flags.distribution.STRATEGY.value,
         cpu_devices=run_flags.distribution.CPU_DEVICES.value,
-        gpus=_gpu_indices(run_flags.distribution.GPUS.value),
+        gpus=None if gpus is None else [int(gpu) for gpu in gpus],  # Checked by the flag.
         gpu_memory_growth=run_flags.distribution.GPU_MEMORY_GROWTH.value,
         communication=run_flags.distribution.COMMUNICATION.value,
         slurm_port_base=run_flags.distribution.SLURM_PORT_BASE.value,
         evaluator=run_flags.distribution.EVALUATE_CHECKPOINTS.value)
-
-
-def _quiet_unless_chief(strategy):
-    """Under multi-worker training the chief prints the run; the other workers print warnings
-    and errors only (as Lightning prints on rank 0), since their lines would repeat its. An
-    explicit --verbosity wins, e.g. --verbosity=0 to read one worker's info lines."""
-    if distribute.is_chief(strategy) or absl_flags.FLAGS["verbosity"].present:
-        return
-    worker, workers = distribute.worker_index(strategy), distribute.num_workers(strategy)
-    logging.info("worker %d of %d prints only warnings and errors (--verbosity=0: all); the "
-                 "chief prints the run", worker, workers)
-    logging.set_verbosity(logging.WARNING)
 
 
 def _requeue_if_asked(strategy, interruption):
@@ -155,22 +177,13 @@ def _check_same_flags(strategy: tf.distribute.Strategy) -> None:
     """Under multi-worker training, before any work: every worker was given the same flags,
     apart from where its host keeps things and what its console shows. Workers that train
     differently would fail much later, in a collective, with a message that names nothing."""
-    flag_values = absl_flags.FLAGS
-    values = {flag.name: repr(flag_values[flag.name].value)
-              for module, module_flags in flag_values.flags_by_module_dict().items()
-              if module.startswith(run_flags.__name__ + ".") for flag in module_flags
-              if flag.name not in PER_HOST_FLAGS}
-    different = distribute.first_difference(strategy, values)
-    if different:
-        raise ValueError(
-            f"the workers were started with different flags: --{different} differs between "
-            f"them (on worker {distribute.worker_index(strategy)}: {values[different]}). Start "
-            "every worker with the same flags")
+    values = run_files.flag_values(absl_flags.FLAGS, run_flags.__name__, leave_out=PER_HOST_FLAGS)
+    distribute.check_same_on_every_worker(strategy, values, what="flags")
 
 
 def _train(strategy: tf.distribute.Strategy) -> dict:
-    """Trains, tests, exports the best model and writes the run's files; returns the results.
-    The chief holds model_dir's lock meanwhile (trainer/run_directory.py)."""
+    """Trains, tests and exports the run's model and writes the run's files (trainer/cli/job.py);
+    returns the results. The chief holds model_dir's lock meanwhile (trainer/run_directory.py)."""
     loop_config, step_config = _loop_config(), _step_config()  # Checked before any work.
     if run_flags.distribution.SLURM_REQUEUE.value and not slurm.in_job():
         raise ValueError("slurm_requeue (True) applies inside a SLURM job only, and SLURM_JOB_ID "
@@ -179,88 +192,42 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
     _set_up_tensorflow(step_config)
     model_dir = _model_dir()
     run_directory.check_directory(model_dir, "model_dir")
-    writes_files = not loop_config.fast_dev_run
-    lock = _prepare_model_dir_on_chief(strategy, model_dir) if writes_files else None
+    writes_files, settings = not loop_config.fast_dev_run, _settings()
+    lock = job_lib.prepare_run_directory(
+        strategy, model_dir, fresh_start=run_flags.training.FRESH_START.value,
+        keep_on_restart=slurm.restart_count(), settings=settings) if writes_files else None
     try:
-        return _fit_test_and_export(strategy, model_dir, loop_config, step_config,
-                                    learning_rate, writes_files)
+        is_chief = distribute.is_chief(strategy)
+        datamodule = _datamodule()
+        fitter = trainer.Trainer(
+            strategy=strategy, loop_config=loop_config, step_config=step_config,
+            callbacks=_callbacks(model_dir),
+            enable_progress_bar=run_flags.output.PROGRESS_BAR.value,
+            enable_model_summary=run_flags.output.MODEL_SUMMARY.value,
+            checkpointer=checkpointing.Checkpointer(
+                os.path.join(model_dir, "checkpoints"),
+                every_n_steps=run_flags.training.CHECKPOINT_EVERY_STEPS.value,
+                max_to_keep=run_flags.training.KEEP_CHECKPOINTS.value, is_chief=is_chief),
+            resume_from=run_flags.training.CKPT_PATH.value,
+            best_models=_best_models(model_dir, is_chief))
+        with strategy.scope():
+            module = _module(datamodule, learning_rate)
+        job = job_lib.Job(
+            model_dir=model_dir, writes_files=writes_files, settings=settings,
+            flags_text=_flags_text(),
+            results={"model": run_flags.model.MODEL.value,
+                     "dataset": run_flags.dataset.DATASET.value,
+                     "replicas": strategy.num_replicas_in_sync,
+                     "precision": step_config.precision,
+                     "global_batch_size": datamodule.batch_size},
+            live_test=bool(run_flags.optimization.EMA_DECAY.value),
+            monitor=run_flags.training.MONITOR.value,
+            predict_split=run_flags.dataset.PREDICT_SPLIT.value,
+            predict_files=run_flags.dataset.PREDICT_FILES.value)
+        return job_lib.fit_test_and_export(fitter, module, datamodule, job)
     finally:
         if lock:
             lock.release()
-
-
-def _fit_test_and_export(strategy, model_dir, loop_config, step_config, learning_rate,
-                         writes_files) -> dict:
-    is_chief = distribute.is_chief(strategy)
-    datamodule = _datamodule()
-    fitter = trainer.Trainer(
-        strategy=strategy, loop_config=loop_config, step_config=step_config,
-        callbacks=_callbacks(model_dir),
-        enable_progress_bar=run_flags.output.PROGRESS_BAR.value,
-        enable_model_summary=run_flags.output.MODEL_SUMMARY.value,
-        checkpointer=checkpointing.Checkpointer(
-            os.path.join(model_dir, "checkpoints"),
-            every_n_steps=run_flags.training.CHECKPOINT_EVERY_STEPS.value,
-            max_to_keep=run_flags.training.KEEP_CHECKPOINTS.value, is_chief=is_chief),
-        resume_from=run_flags.training.CKPT_PATH.value,
-        best_models=_best_models(model_dir, is_chief))
-    with strategy.scope():
-        module = _module(datamodule, learning_rate)
-
-    results = {"model": run_flags.model.MODEL.value, "dataset": run_flags.dataset.DATASET.value,
-               "replicas": strategy.num_replicas_in_sync, "precision": step_config.precision,
-               "global_batch_size": datamodule.batch_size}
-    try:
-        fitter.setup(module, datamodule)  # Builds the module and restores the checkpoint.
-        if writes_files and is_chief:  # The run has started: its records are written now.
-            run_directory.record_settings(model_dir, _settings())
-            run_files.write_flagfile(model_dir, _flags_text())
-        results.update(fitter.fit(module, datamodule))
-        testing = run_flags.dataset.TEST_SPLIT.value and loop_config.limit_test_batches != 0
-        if testing and run_flags.optimization.EMA_DECAY.value:
-            # The live weights at the last step, to compare with the averages.
-            results.update(fitter.test(module, datamodule, live_weights=True))
-        # From here on the run's model is the best ranked one (trainer/model_weights.py): the
-        # test, the export and the predictions all get it.
-        best = fitter.restore_best()
-        if fitter.best_models:
-            logging.info("the best validation by %s: %s", fitter.best_models.monitor, best)
-        if testing:
-            results.update(fitter.test(module, datamodule))
-    except trainer.TrainingDiverged as error:
-        if writes_files and is_chief:  # A sweep reads why the run ended; nothing is exported.
-            run_files.write_outputs(model_dir, {**results, "steps": fitter.global_step,
-                                                "stop_reason": "diverged", "error": str(error)},
-                                    fitter.history)
-        raise
-    except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
-        damaged = datamodule.damage_report(error)  # A truncated or corrupt file of the dataset?
-        if damaged is None:
-            raise
-        raise damaged from None
-    if not writes_files:
-        return results
-    which = "best" if best else "last"
-    with fitter.model_weights.in_module():
-        # Every worker decides alike: they hold the same weights.
-        if export.all_finite(module):
-            export_dir = export.export_for_serving(module, datamodule.input_shape,
-                                                   os.path.join(model_dir, "export"),
-                                                   is_chief=is_chief)
-            logging.info("exported the %s model for serving to %s", which, export_dir)
-        else:
-            logging.warning("nothing exported: the model's weights hold NaN or Inf and no "
-                            "validation scored a finite %s", run_flags.training.MONITOR.value)
-    if run_flags.dataset.PREDICT_SPLIT.value:
-        path = os.path.join(model_dir, "predictions.csv")
-        rows = predictions.write_predictions(fitter, module, datamodule, path)
-        if is_chief:
-            logging.info("wrote %s: the %s model's predictions of the %d examples of %r", path,
-                         which, rows, run_flags.dataset.PREDICT_SPLIT.value)
-    if is_chief:
-        faults.reached("results")
-        run_files.write_outputs(model_dir, results, fitter.history)
-    return results
 
 
 def _set_up_tensorflow(step_config: trainer.StepConfig) -> None:
@@ -401,28 +368,54 @@ def _flags_text() -> str:
 
 
 def _model_dir() -> str:
+    dataset = run_flags.dataset.DATASET.value
+    if _is_image_folder():  # runs/<folder's name>-<model>, not a path inside the folder
+        dataset = os.path.basename(os.path.normpath(dataset))
     return run_flags.training.MODEL_DIR.value or os.path.join(
-        "runs", f"{run_flags.dataset.DATASET.value}-{run_flags.model.MODEL.value}")
+        "runs", f"{dataset}-{run_flags.model.MODEL.value}")
 
 
-def _datamodule() -> data.TFDSImageData:
-    """The TFDS DataModule the flags describe, prepared and set up (its metadata read)."""
-    if run_flags.dataset.CACHE_DIR.value:
-        run_directory.check_directory(run_flags.dataset.CACHE_DIR.value, "cache_dir")
-    datamodule = data.TFDSImageData(
-        name=run_flags.dataset.DATASET.value,
-        data_dir=run_flags.dataset.DATA_DIR.value,
-        download=run_flags.dataset.DOWNLOAD.value,
-        train_split=run_flags.dataset.TRAIN_SPLIT.value,
-        val_split=run_flags.dataset.VAL_SPLIT.value,
-        test_split=run_flags.dataset.TEST_SPLIT.value,
-        predict_split=run_flags.dataset.PREDICT_SPLIT.value,
-        cache_dir=run_flags.dataset.CACHE_DIR.value,
-        batch_size=run_flags.dataset.BATCH_SIZE.value,
-        eval_batch_size=_eval_batch_size(),
-        seed=run_flags.training.SEED.value,
-        augment=run_flags.dataset.AUGMENT.value,
-        data_order=run_flags.dataset.DATA_ORDER.value)
+def _is_image_folder() -> bool:
+    """--dataset names an existing folder (an image folder), not a TFDS dataset."""
+    return tf.io.gfile.isdir(run_flags.dataset.DATASET.value)
+
+
+def _dataset_identity() -> str:
+    """What run_config.json records of the data: the TFDS name, or the image folder's name and
+    classes, which stay the same when the folder or the run directory moves."""
+    if _is_image_folder():
+        return image_folder.identity(run_flags.dataset.DATASET.value)
+    return run_flags.dataset.DATASET.value
+
+
+def _datamodule() -> data.ImageClassificationData:
+    """The DataModule the flags describe (an image folder or a TFDS dataset), prepared and set up
+    (its metadata read; an image folder's images checked)."""
+    dataset = run_flags.dataset
+    if dataset.CACHE_DIR.value:
+        run_directory.check_directory(dataset.CACHE_DIR.value, "cache_dir")
+    if dataset.PREDICT_FILES.value and dataset.PREDICT_SPLIT.value:
+        raise ValueError(f"predict_files ({dataset.PREDICT_FILES.value!r}) and predict_split "
+                         f"({dataset.PREDICT_SPLIT.value!r}) both write predictions.csv: pass one")
+    common = dict(
+        train_split=dataset.TRAIN_SPLIT.value, val_split=dataset.VAL_SPLIT.value,
+        test_split=dataset.TEST_SPLIT.value, predict_split=dataset.PREDICT_SPLIT.value,
+        cache_dir=dataset.CACHE_DIR.value, batch_size=dataset.BATCH_SIZE.value,
+        eval_batch_size=_eval_batch_size(), seed=run_flags.training.SEED.value,
+        augment=dataset.AUGMENT.value, data_order=dataset.DATA_ORDER.value)
+    if _is_image_folder():
+        image_size = dataset.IMAGE_SIZE.value
+        datamodule = data.ImageFolderData(
+            root=dataset.DATASET.value, **common,
+            image_size=image_files.parse_image_size(image_size) if image_size else None)
+    elif dataset.IMAGE_SIZE.value:
+        raise ValueError(f"image_size ({dataset.IMAGE_SIZE.value!r}) applies to image folders "
+                         f"only, and dataset ({dataset.DATASET.value!r}) is not a folder: a TFDS "
+                         "dataset keeps its own image size")
+    else:
+        datamodule = data.TFDSImageData(name=dataset.DATASET.value,
+                                        data_dir=dataset.DATA_DIR.value,
+                                        download=dataset.DOWNLOAD.value, **common)
     datamodule.prepare_data()
     datamodule.setup()  # Reads the image shape and class count the network is built for.
     return datamodule
@@ -434,49 +427,10 @@ def _eval_batch_size() -> int:
             or EVAL_BATCH_MULTIPLE * run_flags.dataset.BATCH_SIZE.value)
 
 
-def _prepare_model_dir_on_chief(strategy, model_dir) -> run_directory.RunLock | None:
-    """The chief takes model_dir's lock and prepares it; returns the lock (None elsewhere). If
-    that fails, every worker stops, not only the chief (the others would wait for it forever in
-    their first collective)."""
-    error, lock = None, None
-    if distribute.is_chief(strategy):
-        try:
-            lock = _prepare_model_dir(model_dir)
-        except (ValueError, OSError) as caught:
-            error = caught
-    if distribute.any_worker(strategy, error is not None):
-        raise error or RuntimeError(f"the chief could not prepare model_dir ({model_dir}): "
-                                    "its log says why")
-    return lock
-
-
-def _prepare_model_dir(model_dir) -> run_directory.RunLock:
-    """Takes the lock, sets an old run aside (--fresh_start) and checks the settings against
-    the run there; writes nothing else (the records follow once the run has started)."""
-    lock = run_directory.RunLock(model_dir)
-    lock.acquire()  # Before anything else: another process may be training there.
-    try:
-        if run_flags.training.FRESH_START.value and slurm.restart_count():
-            logging.warning("--fresh_start ignored: SLURM restarted this job "
-                            "(SLURM_RESTART_COUNT=%d), so it resumes the run in %s",
-                            slurm.restart_count(), model_dir)
-        elif run_flags.training.FRESH_START.value:
-            lock.release()  # It moves with the old run otherwise.
-            old_run = run_directory.set_aside(model_dir)
-            lock.acquire()
-            if old_run:
-                logging.info("--fresh_start: the previous run in %s is now %s", model_dir, old_run)
-        run_directory.check_settings(model_dir, _settings())
-    except BaseException:
-        lock.release()
-        raise
-    return lock
-
-
 def _settings() -> dict:
     """The flags that change what is trained: a resumed run must match the recorded ones."""
     return {
-        "model": run_flags.model.MODEL.value, "dataset": run_flags.dataset.DATASET.value,
+        "model": run_flags.model.MODEL.value, "dataset": _dataset_identity(),
         "batch_size": run_flags.dataset.BATCH_SIZE.value,
         "train_split": run_flags.dataset.TRAIN_SPLIT.value,
         "data_order": run_flags.dataset.DATA_ORDER.value,
@@ -493,9 +447,7 @@ def _selftest(strategy, perturb_replica):
     """Runs trainer/cli/selftest.py's checks; the chief prints the table; a FAIL exits with 1."""
     checks = selftest.run(strategy, global_batch_size=run_flags.dataset.BATCH_SIZE.value,
                           seed=run_flags.training.SEED.value, perturb_replica=perturb_replica)
-    if distribute.is_chief(strategy):
-        print(selftest.format_table(checks, strategy), flush=True)
-    if not all(check.passed for check in checks):
+    if not selftest.report(checks, strategy):
         sys.exit(1)
 
 
@@ -541,16 +493,6 @@ def _best_models(model_dir: str, is_chief: bool):
         os.path.join(model_dir, "best"), monitor=monitor,
         mode=run_flags.training.MONITOR_MODE.value, top_k=run_flags.training.SAVE_TOP_K.value,
         is_chief=is_chief)
-
-
-def _gpu_indices(values: list[str] | None) -> list[int] | None:
-    if values is None:
-        return None
-    try:
-        return [int(value) for value in values]
-    except ValueError:
-        raise ValueError(f"gpus ({','.join(values)}) must be comma-separated GPU indices, "
-                         "e.g. 0,1") from None
 
 
 if __name__ == "__main__":

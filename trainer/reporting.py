@@ -26,6 +26,9 @@ def plan_lines(trainer) -> list[str]:
              f"replica{micro}, on {distribute.num_workers(strategy)} worker(s) | "
              f"{trainer.steps_per_epoch} steps per epoch | {epochs} epochs"
              + (f" | at most {max_steps} steps" if max_steps else "")]
+    describe = getattr(datamodule, "describe", None)  # e.g. an image folder's classes and splits
+    if describe:
+        lines.append(describe())
     eval_batch_size = getattr(datamodule, "eval_batch_size", batch_size)
     if eval_batch_size != batch_size:
         lines.append(f"evaluation batch {eval_batch_size} = {replicas} replica(s) x "

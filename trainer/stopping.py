@@ -1,5 +1,6 @@
 """How a run stops early: signals (SIGTERM/SIGINT/SIGUSR1), divergence and anomalies (NaN/Inf),
-with clear messages. What follows a SIGUSR1 inside a SLURM job, a requeue, is trainer/slurm.py's."""
+with clear messages. What follows a SIGUSR1 inside a SLURM job, a requeue, is
+trainer/cluster/slurm.py's."""
 
 import contextlib
 import math

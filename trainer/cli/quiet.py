@@ -39,15 +39,17 @@ _CPP_LOG_LINE = re.compile(r"^(?:[\d-]+ [\d:.]+: )?([IWEF])(?:\d{4} [\d:.]+ +\d+
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
 _LIBRARIES = ("tensorflow", "keras", "tensorflow_datasets")
 _NO_GPU_DRIVER = "failed call to cuInit"  # TensorFlow's error when it finds no NVIDIA driver.
+COMMANDS = ("trainer.main", "trainer.launch", "trainer.ray")
 _EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))), "examples")
 
 
 def is_command_line() -> bool:
-    """Whether this process is one of the project's programs: `python -m trainer.main`, or a
-    program of examples/ (`python examples/one_device_loop.py`)."""
+    """Whether this process is one of the project's programs: a command (`python -m
+    trainer.main`, or a launcher of it: `python -m trainer.launch`, `python -m trainer.ray`), or
+    a program of examples/ (`python examples/one_device_loop.py`)."""
     argv = sys.orig_argv
-    if any(option == "-m" and module == "trainer.main" for option, module in zip(argv, argv[1:])):
+    if any(option == "-m" and module in COMMANDS for option, module in zip(argv, argv[1:])):
         return True
     return bool(sys.argv) and os.path.dirname(os.path.abspath(sys.argv[0])) == _EXAMPLES
 
@@ -128,3 +130,15 @@ def _shows(line: str, level: int) -> bool:
         return False  # It only announces the C++ lines that follow it.
     match = _CPP_LOG_LINE.match(line)
     return not match or _SEVERITIES.index(match.group(1)) >= level
+
+
+def quiet_unless_chief(*, worker: int, workers: int, verbosity_given: bool) -> None:
+    """Under multi-worker training the chief (worker 0) prints the run; the other workers print
+    warnings and errors only (as Lightning prints on rank 0), since their lines would repeat its.
+    An explicit --verbosity wins (`verbosity_given`), e.g. --verbosity=0 to read one worker's
+    info lines."""
+    if worker == 0 or verbosity_given:
+        return
+    absl_logging.info("worker %d of %d prints only warnings and errors (--verbosity=0: all); "
+                      "the chief prints the run", worker, workers)
+    absl_logging.set_verbosity(absl_logging.WARNING)

@@ -30,6 +30,14 @@ def flags_text(flag_values, package: str) -> str:
     return "\n".join(line for line in lines if line)  # An unset flag (None) serializes to "".
 
 
+def flag_values(flag_values, package: str, *, leave_out=()) -> dict[str, str]:
+    """{name: repr(value)} of the flags defined in `package`'s modules, but those in `leave_out`."""
+    return {flag.name: repr(flag.value)
+            for module, module_flags in flag_values.flags_by_module_dict().items()
+            if module.startswith(package + ".") for flag in module_flags
+            if flag.name not in leave_out}
+
+
 def write_flagfile(model_dir: str, text: str) -> None:
     """Writes `<model_dir>/flags.txt`: the run's flags (`flags_text`), to repeat it."""
     path = os.path.join(model_dir, FLAGFILE)

@@ -102,6 +102,13 @@ def run(strategy: tf.distribute.Strategy, *, global_batch_size: int, seed: int =
     return checks
 
 
+def report(checks: list[Check], strategy: tf.distribute.Strategy) -> bool:
+    """Prints the table on the chief; returns whether every check passed."""
+    if distribute.is_chief(strategy):
+        print(format_table(checks, strategy), flush=True)
+    return all(check.passed for check in checks)
+
+
 def format_table(checks: list[Check], strategy: tf.distribute.Strategy) -> str:
     """The checks as a table a newcomer can read: result, what was checked, measured, rule."""
     header = (f"self-test of {distribute.describe(strategy)}: {STEPS} SGD steps "

@@ -6,7 +6,8 @@
 
 `index` is the example's position in the split, `label` its true class (empty when the dataset
 does not know it, i.e. a negative label), `predicted` the most probable class and `probability`
-the probability the classifier gives it.
+the probability the classifier gives it. A DataModule whose examples are files (an image folder:
+`example_paths(stage)`) adds a `path` column after `index`.
 
 One row per example, exactly once, on one device, N replicas or M workers: the predict batches of
 `ImageClassificationData` are slices of global batches, so `strategy.gather` returns the
@@ -37,17 +38,21 @@ def write_predictions(trainer, module, datamodule, path: str) -> int:
     if len(labels) != len(probabilities):
         raise RuntimeError(f"{len(probabilities)} predictions but {len(labels)} labels were "
                            "gathered from the predict split")
+    example_paths = getattr(datamodule, "example_paths", None)
+    paths = example_paths("predict") if example_paths else None
     if trainer.is_chief:
-        _write_csv(path, labels, probabilities, datamodule.class_names)
+        _write_csv(path, labels, probabilities, datamodule.class_names, paths)
     return len(probabilities)
 
 
-def _write_csv(path, labels, probabilities, class_names):
+def _write_csv(path, labels, probabilities, class_names, paths=None):
     predicted = np.argmax(probabilities, axis=-1)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(COLUMNS)
+        writer.writerow(COLUMNS if paths is None else (COLUMNS[0], "path", *COLUMNS[1:]))
         for index, (label, guess, row) in enumerate(zip(labels, predicted, probabilities)):
             known = label >= 0
-            writer.writerow([index, label if known else "", class_names[label] if known else "",
-                             guess, class_names[guess], f"{row[guess]:.6f}"])
+            where = [] if paths is None else [paths[index]]
+            writer.writerow([index, *where, label if known else "",
+                             class_names[label] if known else "", guess, class_names[guess],
+                             f"{row[guess]:.6f}"])

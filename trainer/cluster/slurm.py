@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 
 from absl import logging
 import tensorflow as tf
@@ -177,7 +178,11 @@ def tolerate_late_requeue_signal() -> None:
 
     `fit` handles SIGUSR1 while it trains. A task whose copy of the signal arrives only after
     the others' made every worker stop would otherwise die before the chief requeues the job.
+    Only the main thread can install a handler; elsewhere (e.g. the training thread of a Ray
+    worker) this does nothing.
     """
+    if threading.current_thread() is not threading.main_thread():
+        return
     signal.signal(signal.SIGUSR1, lambda signal_number, frame: logging.warning(
         "SIGUSR1 received outside training: ignored"))
 
