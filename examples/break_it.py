@@ -1,16 +1,19 @@
 """Small measurements for the "break it" exercises of docs/the_training_loop.md.
 
-    python examples/break_it.py scope       # 2 replicas: where the optimizer is created
-    python examples/break_it.py clip        # 2 replicas: clipping the summed gradient
-    python examples/break_it.py batchnorm   # 1 device: what evaluation does to BatchNorm
-    python examples/break_it.py print       # 1 device: what runs when a step is traced
+    python examples/break_it.py scope           # 2 replicas: where the optimizer is created
+    python examples/break_it.py scope_trainer   # 2 replicas: the Trainer, same mistake
+    python examples/break_it.py clip            # 2 replicas: clipping the summed gradient
+    python examples/break_it.py batchnorm       # 1 device: what evaluation does to BatchNorm
+    python examples/break_it.py print           # 1 device: what runs when a step is traced
 
+`--replicas=N` after the name runs it on N replicas instead (`clip --replicas=1`: one device).
 Each prints a few lines that hold while the loop keeps its rules. An exercise tells you what to
 change (in the project, or in `scope` below), and the lines it then prints. Everything runs on
 tiny random data in memory: no download, a few seconds each.
 """
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -52,9 +55,11 @@ def scope(strategy) -> dict:
     with strategy.scope():
         model = tf.keras.Sequential([tf.keras.layers.Flatten(), tf.keras.layers.Dense(4)])
         model(tf.zeros([1, 8, 8, 1]))
+        metrics = tf.keras.metrics.Mean(), tf.keras.metrics.SparseCategoricalAccuracy()
         optimizer = tf.keras.optimizers.Adam(1e-2)
         optimizer.build(model.trainable_variables)
-    train_loop = minimal_loop.make_train_loop(strategy, model, optimizer, data_module.batch_size)
+    train_loop = minimal_loop.make_train_loop(strategy, model, optimizer, metrics,
+                                              data_module.batch_size)
     iterator = iter(strategy.distribute_datasets_from_function(data_module.train_dataset))
     train_loop(iterator, tf.constant(4))
     copies = strategy.experimental_local_results(model.trainable_variables[0].value)
@@ -63,6 +68,33 @@ def scope(strategy) -> dict:
     print(f"optimizer.iterations: {int(optimizer.iterations.numpy())}")
     print(f"largest difference between the replicas' copies of the weights: {spread:.4g}")
     return {"iterations": int(optimizer.iterations.numpy()), "spread": spread}
+
+
+def scope_trainer(strategy) -> dict:
+    """The Trainer's fit, given a module whose optimizer was created outside the strategy's
+    scope; prints the error that stops it."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import trainer  # pylint: disable=import-outside-toplevel
+    outside = tf.keras.optimizers.Adam(1e-2)  # Created here, under no strategy's scope.
+
+    class OptimizerFromOutside(trainer.ImageClassifier):
+        def configure_optimizers(self):
+            return outside
+
+    tf.keras.utils.set_random_seed(0)
+    with strategy.scope():
+        network = tf.keras.Sequential([tf.keras.layers.Flatten(), tf.keras.layers.Dense(4)])
+        module = OptimizerFromOutside(network, learning_rate=1e-2)
+    fitter = trainer.Trainer(strategy=strategy, max_steps=1, num_sanity_val_steps=0,
+                             enable_progress_bar=False, enable_model_summary=False)
+    print("fit, with an optimizer created outside the strategy's scope:")
+    try:
+        fitter.fit(module, datamodule())
+    except RuntimeError as error:
+        print(f"{type(error).__name__}: {error}")
+        return {"error": f"{type(error).__name__}: {error}"}
+    print(f"trained {fitter.global_step} step(s) without an error")
+    return {"error": None}
 
 
 def clip(strategy) -> dict:
@@ -129,14 +161,22 @@ def print_(strategy) -> dict:
     return {"steps": logs["steps"]}
 
 
-EXERCISES = {"scope": (scope, 2), "clip": (clip, 2), "batchnorm": (batchnorm, 1),
-             "print": (print_, 1)}
+EXERCISES = {"scope": (scope, 2), "scope_trainer": (scope_trainer, 2), "clip": (clip, 2),
+             "batchnorm": (batchnorm, 1), "print": (print_, 1)}
+
+
+def parse(argv: list[str]):
+    """(the measurement, its number of replicas) that `argv` asks for; exits with the usage."""
+    name, options = argv[1] if len(argv) > 1 else None, argv[2:]
+    replicas_options = [re.fullmatch(r"--replicas=([1-9][0-9]*)", option) for option in options]
+    if name not in EXERCISES or len(options) > 1 or not all(replicas_options):
+        sys.exit(f"usage: python examples/break_it.py {{{','.join(EXERCISES)}}} [--replicas=N]")
+    measure, replicas = EXERCISES[name]
+    return measure, int(replicas_options[0].group(1)) if replicas_options else replicas
 
 
 def main(argv) -> None:
-    if len(argv) != 2 or argv[1] not in EXERCISES:
-        sys.exit(f"usage: python examples/break_it.py {{{','.join(EXERCISES)}}}")
-    measure, replicas = EXERCISES[argv[1]]
+    measure, replicas = parse(argv)
     # The strategy first: devices are fixed once TensorFlow has initialised them.
     strategy = distribute.create_strategy("mirrored" if replicas > 1 else "default",
                                           cpu_devices=replicas)

@@ -17,27 +17,19 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 
 import pytest
 import tensorflow as tf
 
+import documented
+import exercises_run
 from conftest import ROOT, TESTS, subprocess_env
 from examples import break_it
+from trainer import steps
 from trainer.vision import classifier
-
-PAGE = os.path.join(ROOT, "docs", "the_training_loop.md")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
-
-
-def documented(name):
-    """The lines of the page's fenced block marked `<!-- expected: name -->`."""
-    with open(PAGE) as f:
-        text = f.read()
-    match = re.search(rf"<!-- expected: {re.escape(name)} -->\s*```[a-z]*\n(.*?)```", text, re.S)
-    assert match, f"docs/the_training_loop.md has no expected output {name!r}"
-    return [line for line in match.group(1).splitlines() if line.strip()]
 
 
 def _normalized(line):
@@ -46,17 +38,18 @@ def _normalized(line):
 
 def _same_line(expected, actual):
     expected, actual = _normalized(expected), _normalized(actual)
-    if _NUMBER.sub("#", expected) != _NUMBER.sub("#", actual):
+    if documented.masked(expected) != documented.masked(actual):
         return False
     return all(math.isclose(float(a), float(b), rel_tol=0.05, abs_tol=1e-9)
-               for a, b in zip(_NUMBER.findall(expected), _NUMBER.findall(actual)))
+               for a, b in zip(documented.NUMBER.findall(expected),
+                               documented.NUMBER.findall(actual)))
 
 
 def assert_prints(name, output):
     """Every documented line of `name` appears in `output`, in order (`...` skips lines)."""
     lines = output.splitlines()
     position = 0
-    for expected in documented(name):
+    for expected in documented.output(name):
         if expected.strip() == "...":
             continue
         while position < len(lines) and not _same_line(expected, lines[position]):
@@ -64,6 +57,22 @@ def assert_prints(name, output):
         assert position < len(lines), (f"expected output {name!r}: no line like\n  {expected}\n"
                                        f"in what was printed:\n{output}")
         position += 1
+
+
+# Every command the exercises give, and what the tests here run for it: (measurement, replicas).
+TESTED = {"python examples/break_it.py scope": (break_it.scope, 2),
+          "python examples/break_it.py scope_trainer": (break_it.scope_trainer, 2),
+          "python examples/break_it.py clip": (break_it.clip, 2),
+          "python examples/break_it.py clip --replicas=1": (break_it.clip, 1),
+          "python examples/break_it.py batchnorm": (break_it.batchnorm, 1),
+          "python examples/break_it.py print": (break_it.print_, 1)}
+
+
+def test_every_command_of_the_exercises_runs_what_is_tested_here():
+    given = documented.commands("examples/break_it.py")
+    assert sorted(set(given)) == sorted(TESTED)
+    for line in given:
+        assert break_it.parse(shlex.split(line)[1:]) == TESTED[line], line
 
 
 def test_the_comparison_tells_lines_apart():
@@ -111,6 +120,17 @@ def test_evaluating_in_training_mode_moves_batchnorm_statistics(batchnorm_kept, 
     assert abs(measured["first"] - kept["first"]) > 0.05
 
 
+# ---- 3, on one device: clipping before the all-reduce changes nothing ---------------------------
+
+def test_on_one_device_clipping_before_the_sum_still_bounds_the_update(capsys, monkeypatch):
+    # The exercise's edit in place, run as `break_it.py clip --replicas=1`: one device has
+    # nothing to sum, so its update is still clipped to exactly 1.
+    monkeypatch.setattr(steps.StepFunctions, "reduce_gradients", exercises_run.clip_then_reduce)
+    measured = break_it.clip(tf.distribute.get_strategy())
+    assert_prints("clip-one-device", capsys.readouterr().out)
+    assert measured["update_norm"] == pytest.approx(break_it.CLIP_NORM, rel=1e-5)
+
+
 # ---- 5. print inside the step ---------------------------------------------------------------------
 
 def test_without_prints_the_step_prints_nothing(capfd):
@@ -138,7 +158,7 @@ def test_python_print_runs_when_traced_and_tf_print_at_every_step(capfd, monkeyp
     assert output.count("tf.print: training_step") == 4      # One per step.
     # The page shows the lines as a terminal interleaves them; stdout and stderr are captured
     # apart here, so each line's count is compared.
-    expected = documented("print-broken")
+    expected = documented.output("print-broken")
     for line in set(expected):
         assert output.count(line) == expected.count(line), line
 
@@ -190,9 +210,9 @@ def test_outside_the_scope_steps_count_twice_and_the_replicas_drift_apart(two_re
 
 
 def test_the_trainer_refuses_an_optimizer_created_outside_the_scope(two_replicas):
-    error = two_replicas["trainer_outside_scope_error"]
-    assert error is not None, "fit trained with an optimizer created outside the scope"
-    assert_prints("scope-trainer", error)
+    output, measured = two_replicas["scope_trainer"]
+    assert measured["error"] is not None, "fit trained with an optimizer created outside the scope"
+    assert_prints("scope-trainer", output)
 
 
 # ---- 3. Clipping before the all-reduce --------------------------------------------------------------
@@ -207,3 +227,12 @@ def test_clipping_each_replica_before_the_sum_lets_a_larger_update_through(two_r
     output, measured = two_replicas["clip_broken"]
     assert_prints("clip-broken", output)
     assert measured["update_norm"] > 1.1 * break_it.CLIP_NORM
+
+
+# ---- docs/pitfalls.md#15: one MirroredStrategy per process -----------------------------------
+
+def test_the_selftest_and_the_trainer_create_no_second_mirrored_strategy(two_replicas):
+    # The 2-replica process ran the self-test twice (each compares the replicas with one
+    # device), the minimal loop twice and the Trainer's fit three times: all under the one
+    # MirroredStrategy it created first.
+    assert two_replicas["mirrored_strategies_created"] == 1

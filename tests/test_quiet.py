@@ -1,6 +1,7 @@
 """The command line's quiet console: TensorFlow's internal lines below the log level are dropped.
 
-The whole command, with TF_CPP_MIN_LOG_LEVEL unset, is checked in tests/test_damaged_data.py.
+The whole command, with TF_CPP_MIN_LOG_LEVEL unset, is checked in tests/test_damaged_data.py, and
+the examples' whole consoles in tests/test_examples.py.
 """
 
 import logging
@@ -27,11 +28,19 @@ def _written_through_file_descriptor_2(level):
             os.write(2, line.encode())  # As C++ code writes: not through sys.stderr.
 
 
-def test_load_time_lines_below_the_level_are_dropped(capfd):
+def test_load_time_lines_below_the_level_are_dropped(capfd, monkeypatch):
+    monkeypatch.setattr(quiet, "_has_nvidia_gpus", lambda: True)
     _written_through_file_descriptor_2(2)
     assert capfd.readouterr().err == CUINIT + OWN
     _written_through_file_descriptor_2(1)
     assert capfd.readouterr().err == OLD_FORMAT_WARNING + CUINIT + OWN
+
+
+def test_without_an_nvidia_gpu_the_no_driver_error_is_dropped(capfd, monkeypatch):
+    # It only says there is no GPU; on a machine with one, it may be why TensorFlow sees none.
+    monkeypatch.setattr(quiet, "_has_nvidia_gpus", lambda: False)
+    _written_through_file_descriptor_2(2)
+    assert capfd.readouterr().err == OWN
 
 
 def test_level_0_shows_everything(capfd):

@@ -26,7 +26,8 @@ or `trainer.main.run(argv)` from Python); `launch.py` starts it on N local worke
 
 # `python -m trainer.main` imports this package before trainer/main.py, and TensorFlow prints its
 # C++ start-up lines when it is first imported (by the imports below): the command line's quiet
-# log level must be in place before that. Programs that import `trainer` are left alone.
+# log level must be in place before that. The programs of examples/ import it first for the same
+# console; other programs that import `trainer` are left alone.
 from trainer.cli import quiet
 
 quiet.import_tensorflow()

@@ -1,4 +1,4 @@
-"""A quiet console for `python -m trainer.main`: the run's own lines, not TensorFlow's internals.
+"""A quiet console for the command line and examples/: the run's own lines, not TensorFlow's.
 
 Three sources drown the lines a run prints (its plan, model summary, progress, epochs, results):
 
@@ -11,8 +11,14 @@ Three sources drown the lines a run prints (its plan, model summary, progress, e
   dataset it opens, i.e. for every validation pass). A filter on absl's log handler drops them;
   their warnings and errors still show.
 
+On a machine without an NVIDIA driver, TensorFlow also logs an error when it first looks for GPUs
+("failed call to cuInit: ... UNKNOWN ERROR (303)"): it only says that there is no GPU. The devices
+are listed while the start-up lines are caught, and that line is dropped when the machine has no
+NVIDIA GPU (with one, trainer/gpu_check.py warns when TensorFlow cannot use it).
+
 Everything shows again with `TF_CPP_MIN_LOG_LEVEL=0 python -m trainer.main --verbosity=1 ...`.
-Programs that import `trainer` themselves are left alone: only the command line calls this.
+The project's own programs get this console: the command line and the programs of examples/.
+Programs that import `trainer` themselves are left alone.
 """
 
 import contextlib
@@ -32,24 +38,33 @@ _CPP_LOG_LINE = re.compile(r"^(?:[\d-]+ [\d:.]+: )?([IWEF])(?:\d{4} [\d:.]+ +\d+
 # What absl prints before the first C++ log line of a library that has not set its logging up.
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
 _LIBRARIES = ("tensorflow", "keras", "tensorflow_datasets")
+_NO_GPU_DRIVER = "failed call to cuInit"  # TensorFlow's error when it finds no NVIDIA driver.
 COMMANDS = ("trainer.main", "trainer.launch", "trainer.ray")
+_EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))), "examples")
 
 
 def is_command_line() -> bool:
-    """Whether this process was started as one of the project's commands: `python -m
-    trainer.main`, or a launcher of it (`python -m trainer.launch`, `python -m trainer.ray`)."""
+    """Whether this process is one of the project's programs: a command (`python -m
+    trainer.main`, or a launcher of it: `python -m trainer.launch`, `python -m trainer.ray`), or
+    a program of examples/ (`python examples/one_device_loop.py`)."""
     argv = sys.orig_argv
-    return any(option == "-m" and module in COMMANDS for option, module in zip(argv, argv[1:]))
+    if any(option == "-m" and module in COMMANDS for option, module in zip(argv, argv[1:])):
+        return True
+    return bool(sys.argv) and os.path.dirname(os.path.abspath(sys.argv[0])) == _EXAMPLES
 
 
 def import_tensorflow() -> None:
     """Imports TensorFlow with the command line's log level (the user's TF_CPP_MIN_LOG_LEVEL, or
-    2), dropping the start-up lines below it. Does nothing outside the command line."""
+    2), dropping the start-up lines below it, and the no-GPU-driver error on a machine without
+    an NVIDIA GPU. Does nothing outside the project's programs."""
     if not is_command_line() or "tensorflow" in sys.modules:
         return
     level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", DEFAULT_TF_LOG_LEVEL)
     with _stderr_without_lines_below(int(level) if level.isdigit() else 0):
-        import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
+        import tensorflow  # pylint: disable=import-outside-toplevel
+        # Looking for devices loads the GPU platform, which logs its start-up error now, caught.
+        tensorflow.config.list_physical_devices()
 
 
 def hide_library_info_lines(verbosity: int) -> None:
@@ -96,8 +111,17 @@ def _stderr_without_lines_below(level: int):
             os.close(saved)
             caught.seek(0)
             lines = caught.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(line for line in lines if _shows(line, level)))
+            shown = [line for line in lines if _shows(line, level)]
+            if any(_NO_GPU_DRIVER in line for line in shown) and not _has_nvidia_gpus():
+                shown = [line for line in shown if _NO_GPU_DRIVER not in line]
+            sys.stderr.write("".join(shown))
             sys.stderr.flush()
+
+
+def _has_nvidia_gpus() -> bool:
+    """Whether the NVIDIA driver lists GPUs (trainer/gpu_check.py, which imports TensorFlow)."""
+    from trainer import gpu_check  # pylint: disable=import-outside-toplevel
+    return bool(gpu_check.nvidia_gpus())
 
 
 def _shows(line: str, level: int) -> bool:
