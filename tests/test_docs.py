@@ -11,6 +11,11 @@ def test_doc_references_resolve_and_line_ranges_are_current():
     assert result.returncode == 0, result.stderr
 
 
+def test_the_flag_reference_is_generated_from_the_flags():
+    result = run_python(["docs/cli.py", "--check"], timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 def test_docs_have_references():
     with open(os.path.join(ROOT, "docs", "the_training_loop.md")) as f:
         text = f.read()
