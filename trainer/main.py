@@ -107,15 +107,13 @@ def _run_parsed(argv: list[str]) -> dict | None:
         slurm.tolerate_late_requeue_signal()
     strategy = _create_strategy()
     one_device = strategy.num_replicas_in_sync == 1 and distribute.num_workers(strategy) == 1
-    if _runs_started and not (one_device and all(_runs_started)):
-        # TensorFlow sets up its devices and collective ops once per process.
+    if _runs_started and not (one_device and all(_runs_started)):  # Devices are set up once.
         raise RuntimeError(f"a run has already started in this process (pid {os.getpid()}): "
                            "start each distributed run in a new process")
     _runs_started.append(one_device)
-    quiet.quiet_unless_chief(
-        worker=distribute.worker_index(strategy),
-        workers=distribute.num_workers(strategy),
-        verbosity_given=absl_flags.FLAGS["verbosity"].present)
+    quiet.quiet_unless_chief(worker=distribute.worker_index(strategy),
+                             workers=distribute.num_workers(strategy),
+                             verbosity_given=absl_flags.FLAGS["verbosity"].present)
     try:
         results = _explain_selftest_or_train(strategy)
     except trainer.TrainingInterrupted as interruption:
