@@ -1,5 +1,6 @@
 """Shared test helpers: subprocess runners and tiny in-memory data."""
 
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,20 @@ def run_main_mocked(flags, num_examples=96, timeout=300, env=None):
     """Runs `python -m trainer.main <flags>` with TFDS mocked (tests/mocked_main.py)."""
     env_args = [os.path.join(TESTS, "mocked_main.py"), str(num_examples), *flags]
     return run_python(env_args, timeout=timeout, env=env)
+
+
+def main_runs_mocked(runs: list[list[str]], num_examples=96, timeout=600) -> list[dict]:
+    """Runs the command lines `runs` of `python -m trainer.main` one after the other in ONE
+    process, TFDS mocked (tests/main_runs.py): one TensorFlow start-up for all of them. Returns
+    each run's outcome: {"results": ...} or {"status": exit status, "line": its one line}."""
+    args = [os.path.join(TESTS, "main_runs.py"), str(num_examples)]
+    for flags in runs:
+        args += [*(["--then"] if len(args) > 2 else []), *flags]
+    result = run_python(args, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcomes = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(outcomes) == len(runs), result.stderr[-3000:]
+    return outcomes
 
 
 def start_main_mocked(flags, num_examples=96, env=None) -> subprocess.Popen:

@@ -1,24 +1,31 @@
-"""Trains a small run under one strategy and saves what the distribution tests compare.
+"""Trains small runs under one strategy each and saves what the distribution tests compare.
 
-Run as a subprocess (one MirroredStrategy per process: docs/pitfalls.md#15):
+    python tests/replica_run.py OUT.npz --strategy=mirrored --cpu_devices=2 --model=functional \
+        [--then OUT2.npz --strategy=default --model=functional ...]
 
-    python tests/replica_run.py OUT.npz --strategy=mirrored --cpu_devices=2 --model=functional
+Several runs (separated by --then) train one after the other in this process, which saves the
+start-up of a process per run: the `mirrored` ones share one MirroredStrategy (a second one in
+a process breaks the first one's collectives: docs/pitfalls.md#15), the `default` ones run on
+one device beside it. Every run starts from `set_random_seed(0)`, so a run's weights do not
+depend on the runs before it in the process.
 
-OUT.npz holds every module variable (replica 0's copy) by path; OUT.json the fit and validation
-logs and, per variable, the largest difference between its replica copies. Under
+OUT.npz holds every module variable (replica 0's copy), named by its position and name
+("03 kernel": variable paths carry Keras' per-process layer counters); OUT.json the fit and
+validation logs and, per variable, the largest difference between its replica copies. Under
 --strategy=multi_worker (TF_CONFIG set by the caller) every worker writes its own OUT files, and
 OUT.npz also holds the test predictions and the labels gathered in the same order.
 """
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
 from trainer import distribute
 
 
-def main():
+def _parse(argv):
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--strategy", default="default")
@@ -37,9 +44,30 @@ def main():
     parser.add_argument("--no_shuffle", action="store_true",
                         help="keep the training order, so that 2 workers (each reading every "
                              "second example) see the same global batches as one process")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
-    strategy = distribute.create_strategy(args.strategy, cpu_devices=args.cpu_devices)
+
+def main():
+    runs, current = [], []
+    for arg in sys.argv[1:]:
+        if arg == "--then":
+            runs.append(current)
+            current = []
+        else:
+            current.append(arg)
+    runs = [_parse(argv) for argv in [*runs, current]]
+    # Devices are set up once per process, by the first strategy, before anything else touches
+    # TensorFlow; a one-device run beside a distributed one runs on TensorFlow's default strategy.
+    first = next((args for args in runs if args.strategy != "default"), runs[0])
+    strategies = {first.strategy: distribute.create_strategy(first.strategy,
+                                                             cpu_devices=first.cpu_devices)}
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    strategies.setdefault("default", tf.distribute.get_strategy())
+    for args in runs:
+        _run(args, strategies[args.strategy])
+
+
+def _run(args, strategy):
     import data  # pylint: disable=import-outside-toplevel
     import layers  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -85,12 +113,17 @@ def main():
                       fitter.optimizer, "_model_variables_moving_average", [])))}
     predictions = {"predictions": fitter.predict(module, datamodule),
                    "labels": distribute.gathered_labels(strategy, datamodule.predict_dataset)}
-    averages = {f"ema/{v.path}": np.asarray(average.numpy()) for v, average in zip(
+    position = {id(v): i for i, v in enumerate(module.variables)}
+    averages = {f"ema/{_key(position[id(v)], v)}": np.asarray(average.numpy()) for v, average in zip(
         module.trainable_variables, getattr(fitter.optimizer, "_model_variables_moving_average", []))}
-    np.savez(args.out, **{v.path: np.asarray(v.numpy()) for v in module.variables}, **predictions,
-             **averages)
+    np.savez(args.out, **{_key(i, v): np.asarray(v.numpy()) for i, v in enumerate(module.variables)},
+             **predictions, **averages)
     with open(args.out.replace(".npz", ".json"), "w") as f:
         json.dump(report, f)
+
+
+def _key(position, variable):
+    return f"{position:02d} {variable.name}"
 
 
 if __name__ == "__main__":

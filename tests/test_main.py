@@ -1,10 +1,9 @@
 """`python -m trainer.main` end to end on mocked TFDS data, and its errors on bad input."""
 
-import concurrent.futures
 import json
 import os
 
-from conftest import run_main_mocked, run_python
+from conftest import main_runs_mocked, run_main_mocked, run_python
 from flags import model as model_flags
 
 
@@ -82,17 +81,21 @@ BAD_INPUT = {
 
 def test_bad_input_gets_a_clear_error(tmp_path):
     (tmp_path / "a_file").write_text("not a directory")
-
-    def run(case):
-        flags = [flag.format(tmp=tmp_path) for flag in BAD_INPUT[case][0]]
-        return case, run_main_mocked([f"--model_dir={tmp_path / case}", *flags], num_examples=40)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        for case, result in pool.map(run, BAD_INPUT):
-            message = BAD_INPUT[case][1].format(tmp=tmp_path)
-            assert result.returncode != 0, case
-            assert message in result.stderr, f"{case}:\n{result.stderr[-2000:]}"
-            assert "Traceback" not in result.stderr, f"{case}:\n{result.stderr[-2000:]}"
+    # The cases on one device share one process; the 2-replica case sets up devices of its own.
+    runs = {case: [f"--model_dir={tmp_path / case}",
+                   *(flag.format(tmp=tmp_path) for flag in BAD_INPUT[case][0])]
+            for case in BAD_INPUT}
+    one_device = [case for case in BAD_INPUT if "--strategy=mirrored" not in runs[case]]
+    outcomes = dict(zip(one_device, main_runs_mocked([runs[case] for case in one_device],
+                                                     num_examples=40)))
+    for case in set(BAD_INPUT) - set(one_device):
+        result = run_main_mocked(runs[case], num_examples=40)
+        assert "Traceback" not in result.stderr, result.stderr[-3000:]
+        outcomes[case] = {"status": result.returncode, "line": result.stderr}
+    for case, outcome in outcomes.items():
+        message = BAD_INPUT[case][1].format(tmp=tmp_path)
+        assert outcome.get("status") == 1, f"{case}: {outcome}"
+        assert message in outcome["line"], f"{case}: {outcome}"
 
 
 def test_missing_dataset_offline_says_to_pass_data_dir(tmp_path):

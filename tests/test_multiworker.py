@@ -156,8 +156,8 @@ def test_only_the_chief_writes_files(uninterrupted):
     assert len(glob.glob(str(root / "run0" / ".export.*"))) == 1
     assert sorted(name for name in os.listdir(root / "run0") if not name.startswith(".")) == [
         "best", "checkpoints", "confusion_matrix.png", "curves.png", "export", "flags.txt",
-        "history.json", "metrics.csv", "results.json", "run_config.json", "tensorboard",
-        "timings.json"]
+        "history.json", "label.labels.txt", "metrics.csv", "results.json", "run_config.json",
+        "tensorboard", "timings.json"]
     assert not os.path.exists(root / "run1")
     # The other worker's temporary checkpoints, best weights and export are gone too.
     assert not glob.glob(str(root / "tmp1" / "checkpoints-*")) + glob.glob(

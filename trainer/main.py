@@ -63,22 +63,14 @@ def main(argv):
     without a traceback, with the exit status the shell expects (0, 1, 128 + a signal)."""
     try:
         _run_parsed(argv)
-    except trainer.TrainingInterrupted as interruption:
-        print(f"stopped: {interruption}", file=sys.stderr)
-        sys.exit(128 + interruption.signal_number)  # The shell's convention for "killed by".
-    except KeyboardInterrupt:  # A second Ctrl-C, outside a checkpoint save: stop at once.
-        print(f"stopped: interrupted by a second Ctrl-C; the latest checkpoint is "
-              f"{_latest_checkpoint()}", file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
-    except tf.errors.UnavailableError as error:  # Under multi-worker: another worker died.
-        sys.exit(f"error: a worker of the cluster is unreachable ({str(error).splitlines()[0]}). "
-                 "Restart every worker with the same command: the run resumes from the latest "
-                 "checkpoint")
-    except (ValueError, TypeError, OSError, RuntimeError, tf.errors.OpError) as error:
-        full_disk = run_directory.no_space_message(error, _latest_checkpoint())
-        if full_disk is None and isinstance(error, tf.errors.OpError):
+    except (trainer.TrainingInterrupted, KeyboardInterrupt, ValueError, TypeError, OSError,
+            RuntimeError, tf.errors.OpError) as error:
+        ended = job_lib.ending(error, _latest_checkpoint)
+        if ended is None:
             raise  # Not a message for the user: a bug, shown with its traceback.
-        sys.exit(f"error: {full_disk or error}")
+        status, line = ended
+        print(line, file=sys.stderr)
+        sys.exit(status)
 
 
 def run(argv: list[str]) -> dict:

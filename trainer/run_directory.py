@@ -204,14 +204,17 @@ def set_aside(model_dir: str) -> str | None:
     return f"{model_dir}.old-{number}"
 
 
-def no_space_message(error: Exception, latest_checkpoint: str | None) -> str | None:
-    """One line for a write that failed on a full disk (None: `error` is something else)."""
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` is a write that failed on a full disk (an OSError or TensorFlow's)."""
     text = str(error)
-    full = (isinstance(error, OSError) and error.errno == errno.ENOSPC) or (
+    return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or (
         "No space left on device" in text or "out of disk space" in text.lower())
-    if not full:
-        return None
-    cause = text.strip().splitlines()[0] if text.strip() else "No space left on device"
+
+
+def disk_full_message(error: BaseException, latest_checkpoint: str | None) -> str:
+    """One line for a write that failed on a full disk: nothing is lost, and what to do."""
+    text = str(error).strip()
+    cause = text.splitlines()[0] if text else "No space left on device"
     kept = (f"the latest checkpoint, {latest_checkpoint}, is whole" if latest_checkpoint
             else "no checkpoint had been written")
     return (f"a disk is full ({cause}). Nothing is lost: {kept}. Free some space and run the "

@@ -4,12 +4,14 @@
                             check; every worker stops if the chief cannot (no one waits forever)
     fit_test_and_export     fit, then the run's model (the best ranked one) tested, exported and
                             predicted with, and the run's files written
+    ending                  the exit status and the one line a run that raised ends with
 
 Plain Python arguments only: flags are read in main.py.
 """
 
 import dataclasses
 import os
+import signal
 
 from absl import logging
 import tensorflow as tf
@@ -140,6 +142,24 @@ def fit_test_and_export(fitter: trainer.Trainer, module, datamodule, job: Job) -
         faults.reached("results")
         run_files.write_outputs(job.model_dir, results, fitter.history)
     return results
+
+
+def ending(error: BaseException, latest_checkpoint) -> tuple[int, str] | None:
+    """The exit status and the one line a run that raised `error` ends with, without a
+    traceback; None for an error that is not the user's to read (a bug: its traceback is shown).
+    `latest_checkpoint()` names the run's latest checkpoint, for the lines that say it is kept."""
+    if isinstance(error, trainer.TrainingInterrupted):
+        return 128 + error.signal_number, f"stopped: {error}"  # The shell's "killed by".
+    if isinstance(error, KeyboardInterrupt):  # A second Ctrl-C, outside a save: stop at once.
+        return 128 + signal.SIGINT, ("stopped: interrupted by a second Ctrl-C; the latest "
+                                     f"checkpoint is {latest_checkpoint()}")
+    if isinstance(error, tf.errors.UnavailableError):  # Multi-worker: another worker died.
+        return 1, (f"error: a worker of the cluster is unreachable "
+                   f"({str(error).splitlines()[0]}). Restart every worker with the same "
+                   "command: the run resumes from the latest checkpoint")
+    if run_directory.is_disk_full(error):
+        return 1, f"error: {run_directory.disk_full_message(error, latest_checkpoint())}"
+    return None if isinstance(error, tf.errors.OpError) else (1, f"error: {error}")
 
 
 def _export(fitter, module, datamodule, job, which):
