@@ -145,12 +145,13 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
     model_dir = _model_dir()
     is_chief = distribute.is_chief(strategy)
     writes_files = not loop_config.fast_dev_run
+    chosen = _callbacks(model_dir)
+    tracker = next((c for c in chosen if isinstance(c, callbacks.MLflowLogger)), None)
     if writes_files:
-        _prepare_model_dir_on_chief(strategy, model_dir)
+        _prepare_model_dir_on_chief(strategy, model_dir, tracker)
     datamodule = _datamodule()
     fitter = trainer.Trainer(
-        strategy=strategy, loop_config=loop_config, step_config=step_config,
-        callbacks=_callbacks(model_dir),
+        strategy=strategy, loop_config=loop_config, step_config=step_config, callbacks=chosen,
         enable_progress_bar=run_flags.output.PROGRESS_BAR.value,
         enable_model_summary=run_flags.output.MODEL_SUMMARY.value,
         checkpointer=checkpointing.Checkpointer(
@@ -175,7 +176,7 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
         if writes_files and is_chief:  # A sweep reads why the run ended; nothing is exported.
             run_files.write_outputs(model_dir, {**results, "steps": fitter.global_step,
                                                 "stop_reason": "diverged", "error": str(error)},
-                                    fitter.history)
+                                    fitter.history, tracker)
         raise
     except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
         damaged = datamodule.damage_report(error)  # A truncated or corrupt file of the dataset?
@@ -209,7 +210,7 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
                          which, rows, run_flags.dataset.PREDICT_SPLIT.value)
     if is_chief:
         faults.reached("results")
-        run_files.write_outputs(model_dir, results, fitter.history)
+        run_files.write_outputs(model_dir, results, fitter.history, tracker)
     return results
 
 
@@ -303,7 +304,7 @@ def _module(datamodule, learning_rate: float | None) -> trainer.ImageClassifier:
 def _callbacks(model_dir):
     """The callbacks the flags ask for: the learning-rate finder first, so its search ends before
     anything else starts; the learning-rate monitor before the loggers, so they see its value;
-    the image task's pictures before the TensorBoard logger, which closes its files."""
+    the pictures and hyperparameters before the TensorBoard logger, which closes its files."""
     run_control, output = run_flags.run_control, run_flags.output
     optimization = run_flags.optimization
     chosen = []
@@ -320,7 +321,9 @@ def _callbacks(model_dir):
         tensorboard = callbacks.TensorBoardLogger(
             logdir=os.path.join(model_dir, "tensorboard"),
             log_every_n_steps=output.LOG_EVERY_N_STEPS.value, flags_text=_flags_text())
-        chosen.append(vision_loggers.SamplePredictions(tensorboard))
+        hparams = {name: absl_flags.FLAGS[name].value for name in run_files.HPARAMS}
+        chosen += [vision_loggers.SamplePredictions(tensorboard), callbacks.HParamsLogger(
+            tensorboard, hparams={**hparams, "learning_rate": _learning_rate()})]  # auto: None
     chosen.append(vision_loggers.ConfusionMatrix(
         tensorboard=tensorboard, png_path=os.path.join(model_dir, "confusion_matrix.png")))
     if tensorboard:
@@ -328,6 +331,11 @@ def _callbacks(model_dir):
     if output.CSV_LOG.value:
         chosen.append(callbacks.CSVLogger(os.path.join(model_dir, "metrics.csv"),
                                           log_every_n_steps=output.LOG_EVERY_N_STEPS.value))
+    if output.MLFLOW_TRACKING_URI.value:
+        chosen.append(callbacks.MLflowLogger(  # Every flag as a param; all of its files at the end.
+            tracking_uri=output.MLFLOW_TRACKING_URI.value, model_dir=model_dir,
+            experiment=output.MLFLOW_EXPERIMENT.value, run_name=output.MLFLOW_RUN_NAME.value,
+            params=run_files.parse_flags(_flags_text())))
     if run_control.EARLY_STOPPING_PATIENCE.value:
         chosen.append(callbacks.EarlyStopping(
             monitor=run_control.EARLY_STOPPING_MONITOR.value,
@@ -382,14 +390,17 @@ def _eval_batch_size() -> int:
             or EVAL_BATCH_MULTIPLE * run_flags.dataset.BATCH_SIZE.value)
 
 
-def _prepare_model_dir_on_chief(strategy, model_dir):
-    """The chief prepares model_dir; if that fails, every worker stops, not only the chief (the
-    others would wait for it forever in their first collective)."""
+def _prepare_model_dir_on_chief(strategy, model_dir, tracker):
+    """The chief prepares model_dir and connects to MLflow (so an unreachable tracker fails now);
+    if that fails, every worker stops, not only the chief (the others would wait for it forever
+    in their first collective)."""
     error = None
     if distribute.is_chief(strategy):
         try:
             _prepare_model_dir(model_dir)
-        except (ValueError, OSError) as caught:
+            if tracker:
+                tracker.connect()
+        except (ValueError, OSError, RuntimeError) as caught:
             error = caught
     if distribute.any_worker(strategy, error is not None):
         raise error or RuntimeError(f"the chief could not prepare model_dir ({model_dir}): "

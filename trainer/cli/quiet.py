@@ -9,7 +9,8 @@ Three sources drown the lines a run prints (its plan, model summary, progress, e
   They are caught while TensorFlow is imported, and those below the level are dropped.
 - The INFO lines that TensorFlow, Keras and TFDS log through Python (TFDS logs two for every
   dataset it opens, i.e. for every validation pass). A filter on absl's log handler drops them;
-  their warnings and errors still show.
+  their warnings and errors still show. MLflow (--mlflow_tracking_uri) logs through a handler of
+  its own, set up when it is imported: `MLFLOW_LOGGING_LEVEL=WARNING`, unless set already.
 
 Everything shows again with `TF_CPP_MIN_LOG_LEVEL=0 python -m trainer.main --verbosity=1 ...`.
 Programs that import `trainer` themselves are left alone: only the command line calls this.
@@ -32,13 +33,13 @@ _CPP_LOG_LINE = re.compile(r"^(?:[\d-]+ [\d:.]+: )?([IWEF])(?:\d{4} [\d:.]+ +\d+
 # What absl prints before the first C++ log line of a library that has not set its logging up.
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
 _LIBRARIES = ("tensorflow", "keras", "tensorflow_datasets")
+_COMMANDS = ("trainer.main", "trainer.runs")  # `python -m <command>`: this project's commands.
 
 
 def is_command_line() -> bool:
-    """Whether this process was started as `python -m trainer.main`."""
+    """Whether this process was started as `python -m trainer.main` (or `trainer.runs`)."""
     argv = sys.orig_argv
-    return any(option == "-m" and module == "trainer.main"
-               for option, module in zip(argv, argv[1:]))
+    return any(option == "-m" and module in _COMMANDS for option, module in zip(argv, argv[1:]))
 
 
 def import_tensorflow() -> None:
@@ -53,9 +54,11 @@ def import_tensorflow() -> None:
 
 def hide_library_info_lines(verbosity: int) -> None:
     """Drops the INFO (and DEBUG) lines TensorFlow, Keras and TFDS log through absl's handler,
-    unless absl's `--verbosity` is 1 or more. Call after absl has parsed the flags."""
+    and MLflow's, unless absl's `--verbosity` is 1 or more. Call after absl has parsed the flags,
+    before MLflow is imported."""
     if verbosity >= 1:
         return
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     directories = tuple(os.path.dirname(sys.modules[name].__file__) + os.sep
                         for name in _LIBRARIES if name in sys.modules)
     library_filter = _LibraryInfoFilter(directories)
