@@ -391,15 +391,15 @@ def _eval_batch_size() -> int:
 
 
 def _prepare_model_dir_on_chief(strategy, model_dir, tracker):
-    """The chief prepares model_dir and connects to MLflow (so an unreachable tracker fails now);
-    if that fails, every worker stops, not only the chief (the others would wait for it forever
-    in their first collective)."""
+    """The chief connects to MLflow (an unreachable tracker fails now) and prepares model_dir; if
+    that fails, every worker stops, not only the chief (the others would wait for it forever in
+    their first collective)."""
     error = None
     if distribute.is_chief(strategy):
         try:
-            _prepare_model_dir(model_dir)
             if tracker:
                 tracker.connect()
+            _prepare_model_dir(model_dir)
         except (ValueError, OSError, RuntimeError) as caught:
             error = caught
     if distribute.any_worker(strategy, error is not None):

@@ -47,8 +47,8 @@ _PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call.
 # MLflow's HTTP client retries a failed request 7 times, up to two minutes apart, each with a 120 s
 # timeout: a server that went away would stall training for minutes before the failure could be
 # reported. These bound that to seconds; a user's own settings of the same variables win.
-_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+_RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+_HTTP_DEFAULTS = {_RETRIES: "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
@@ -56,6 +56,8 @@ class MLflowLogger(base.Callback):
     """Logs a run to MLflow: params, metrics against the optimizer step, files, how it ended.
 
     Only the chief logs. See the module docstring for what goes where, resuming and failures.
+    Under multi-worker training, connect on the chief before training, as the command line
+    does, and stop every worker if that fails: a failure inside `fit` would stop the chief alone.
 
     Args:
         tracking_uri: where MLflow keeps runs: a tracking server (`http://host:5000`) or a
@@ -105,8 +107,9 @@ class MLflowLogger(base.Callback):
         except ImportError:
             raise RuntimeError(f"mlflow_tracking_uri ({self.tracking_uri!r}) needs MLflow, which "
                                f"is not installed: {INSTALL}") from None
+        retry_at_start = _RETRIES in os.environ  # Unless the user asks, the start fails fast.
         for name, value in _HTTP_DEFAULTS.items():
-            os.environ.setdefault(name, value)
+            os.environ.setdefault(name, value if name != _RETRIES or retry_at_start else "0")
         try:
             client = tracking.MlflowClient(self.tracking_uri)
             experiment = client.get_experiment_by_name(self.experiment)
@@ -115,6 +118,9 @@ class MLflowLogger(base.Callback):
         except Exception as error:  # Bad URIs, network, database: MLflow raises many kinds.
             raise ValueError(f"mlflow_tracking_uri ({self.tracking_uri!r}) cannot be used: "
                              f"{_first_line(error)}") from None
+        finally:
+            if not retry_at_start:  # During the run a failed request is retried.
+                os.environ[_RETRIES] = _HTTP_DEFAULTS[_RETRIES]
         if experiment and experiment.lifecycle_stage == "deleted":
             raise ValueError(f"mlflow_experiment ({self.experiment!r}) is deleted in "
                              f"{self.tracking_uri}: restore it (mlflow experiments restore "
