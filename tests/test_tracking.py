@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +38,21 @@ def _mlflow_client(uri):
     pytest.importorskip("mlflow", reason='MLflow is not installed: pip install ".[mlflow]"')
     from mlflow import tracking  # pylint: disable=import-outside-toplevel
     return tracking.MlflowClient(uri)
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory):
+    """An MLflow sqlite database with its tables made, to copy: making them takes seconds."""
+    path = tmp_path_factory.mktemp("mlflow") / "empty.db"
+    _mlflow_client(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def _store(empty_store, directory):
+    """A fresh MLflow store in `directory`; returns its tracking URI."""
+    os.makedirs(directory, exist_ok=True)
+    shutil.copy(empty_store, os.path.join(directory, "mlflow.db"))
+    return f"sqlite:///{directory}/mlflow.db"
 
 
 def _require_tensorboard():
@@ -114,13 +130,13 @@ def _python_api_run(model_dir):
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory):
+def tracked(tmp_path_factory, empty_store):
     """A tracked command-line run SIGKILLed after step 6 (its checkpoint is step 4's), resumed
     with another learning rate to its end; a Python-API run beside it; and a tensorboard server
     over both, started first so that it starts up while they train."""
     _require_tensorboard()
     root = tmp_path_factory.mktemp("tracking")
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = _store(empty_store, root)
     client = _mlflow_client(uri)
     # With a database store MLflow puts artifacts in ./mlruns of the working directory, unless
     # the experiment says where: the repository must stay clean.
@@ -161,7 +177,7 @@ def test_a_killed_and_resumed_run_is_one_mlflow_run_with_every_step_once(tracked
     assert run.data.tags["model_dir"] == tracked.model_dir
     assert "continues at step 4" in tracked.resumed.stderr
     steps = [step for step, _ in _history(client, run, "step/loss")]
-    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # 5 and 6 were logged before the kill, not again.
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # Each once, whichever run sent 5 and 6.
     assert [step for step, _ in _history(client, run, "val_accuracy")] == [4, 8]
     assert _history(client, run, "epoch") == [(4, 1.0), (8, 2.0)]
     assert [step for step, _ in _history(client, run, "test_accuracy")] == [8]
@@ -255,6 +271,7 @@ def test_a_tensorboard_server_serves_the_charts_and_the_hparams_dashboard(tracke
             len(group["metricValues"]) > 1 for group in found))
     by_name = {group["name"]: group for group in groups}
     assert by_name["cli"]["hparams"]["model"] == "sequential"
+    assert by_name["cli"]["hparams"]["learning_rate"] == pytest.approx(3e-4)  # The first start's.
     assert by_name["api"]["hparams"]["learning_rate"] == pytest.approx(0.01)
     val_accuracy = [metric["value"] for metric in by_name["cli"]["metricValues"]
                     if metric["name"] == {"group": "val", "tag": "epoch/accuracy"}]
@@ -279,11 +296,10 @@ class AtStep(callbacks.Callback):
             self.action(self.trainer)
 
 
-def _tracked_fit(tmp_path, *others):
-    """Fits the tiny network for 2 epochs (32 steps) with an MLflowLogger (sqlite in tmp_path)
-    and a CSVLogger; returns fit's result (or the exception it raised) and the MLflow run's id
-    and client."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def _tracked_fit(uri, tmp_path, *others):
+    """Fits the tiny network for 2 epochs (32 steps) with an MLflowLogger (tracking `uri`) and a
+    CSVLogger (in tmp_path); returns fit's result (or the exception it raised) and the MLflow
+    run's id and client."""
     client = _mlflow_client(uri)
     logger = callbacks.MLflowLogger(tracking_uri=uri, experiment="in-process",
                                     model_dir=str(tmp_path / "run"))
@@ -300,28 +316,31 @@ def _tracked_fit(tmp_path, *others):
     return outcome, client, logger.run_id
 
 
-def test_a_stopped_run_ends_killed_and_a_diverged_one_failed_in_mlflow(tmp_path):
+def test_a_stopped_run_ends_killed_and_a_diverged_one_failed_in_mlflow(tmp_path, empty_store):
     def nan_weights(fitter):
         weights = fitter.module.trainable_variables[0]
         weights.assign(tf.fill(weights.shape, math.nan))
 
-    stopped, client, run_id = _tracked_fit(tmp_path / "stopped", AtStep(
+    uri = _store(empty_store, tmp_path)
+    stopped, client, run_id = _tracked_fit(uri, tmp_path / "stopped", AtStep(
         4, lambda fitter: os.kill(os.getpid(), signal.SIGTERM)))
     assert isinstance(stopped, trainer.TrainingInterrupted)
     run = client.get_run(run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["error"].startswith("TrainingInterrupted: interrupted by SIGTERM")
-    diverged, client, run_id = _tracked_fit(tmp_path / "diverged", AtStep(2, nan_weights))
+    diverged, client, run_id = _tracked_fit(uri, tmp_path / "diverged", AtStep(2, nan_weights))
     assert isinstance(diverged, trainer.TrainingDiverged)
     run = client.get_run(run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags["error"].startswith("TrainingDiverged: training diverged")
 
 
-def test_a_store_failing_mid_run_is_reported_once_and_training_goes_on(tmp_path, caplog):
+def test_a_store_failing_mid_run_is_reported_once_and_training_goes_on(tmp_path, empty_store,
+                                                                        caplog):
     caplog.set_level(logging.WARNING, logger="absl")
-    database = tmp_path / "mlflow.db"
-    outcome, _, _ = _tracked_fit(tmp_path, AtStep(4, lambda _: os.remove(database)))
+    uri = _store(empty_store, tmp_path)
+    outcome, _, _ = _tracked_fit(uri, tmp_path, AtStep(
+        4, lambda _: os.remove(tmp_path / "mlflow.db")))
     assert outcome["steps"] == 32  # Trained to the end.
     reports = [r.getMessage() for r in caplog.records if r.getMessage().startswith("MLflow")]
     assert len(reports) == 1 and "could not log metrics" in reports[0], reports

@@ -19,7 +19,8 @@ The loop, where `ls trainer/` shows it:
 
 Around it: `callbacks/` (callbacks, progress bar, loggers), `vision/` (the image classification
 task: `ImageClassifier`, its pictures and its export) and `cli/` (`--explain`, `--selftest`, the
-evaluator task, the run's files); `main.py` is the command line (`python -m trainer.main`).
+evaluator task, the run's files); `main.py` is the command line (`python -m trainer.main`), and
+`runs.py` compares runs (`python -m trainer.runs runs/*`).
 """
 
 # `python -m trainer.main` imports this package before trainer/main.py, and TensorFlow prints its

@@ -6,7 +6,8 @@
 - `console.py`: `ProgressBar` and `ModelSummary`, what a run shows on the console.
 - `loggers.py` (+ `summaries.py`): `LearningRateMonitor`, `TensorBoardLogger`, `CSVLogger`.
 - `hparams.py`: `HParamsLogger`, the run's hyperparameters for TensorBoard's HParams dashboard.
-- `mlflow_logger.py`: `MLflowLogger`, the run in MLflow (params, metrics, files, status).
+- `mlflow_logger.py`: `MLflowLogger`, the run in MLflow (params, metrics, files, status);
+  `background.py`: its calls to the store, made on a background thread.
 """
 
 from trainer.callbacks.base import Callback, CallbackState
