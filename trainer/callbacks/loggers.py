@@ -120,8 +120,9 @@ class TensorBoardLogger(base.Callback):
         self.close()
 
     def writing(self, run: str):
-        """Makes the writer of `run` ("train", "val" or "test") the default summary writer, as a
-        context manager; the writer is created on first use. Write on the chief only."""
+        """Makes the writer of `run` ("train", "val", "test"; "" for `logdir` itself) the default
+        summary writer, as a context manager; the writer is created on first use, a new run's
+        events beginning with a start marker. Write on the chief only."""
         if run not in self._writers:
             directory = os.path.join(self.logdir, run)
             new_run = not os.path.isdir(directory)

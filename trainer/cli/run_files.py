@@ -50,8 +50,8 @@ def write_flagfile(model_dir: str, text: str) -> None:
 
 def parse_flags(text: str) -> dict[str, str]:
     """{name: value} of flags in flagfile format (`flags_text`, flags.txt): `--name=value` as
-    written, absl's booleans `--name` as "true" and `--noname` as "false" (no flag of this
-    project is named no...)."""
+    written, absl's booleans `--name` as "true" and `--noname` as "false" (so a boolean flag
+    whose name starts with "no" would be misread: this project has none)."""
     values = {}
     for line in text.splitlines():
         line = line.strip()
@@ -83,6 +83,7 @@ def write_outputs(model_dir: str, results: dict, history: list[dict], tracker=No
     curves = plots.plot_curves(history, os.path.join(model_dir, "curves.png"))
     if curves:
         logging.info("wrote %s", curves)
-    for name in ARTIFACTS if tracker else ():
-        if os.path.exists(os.path.join(model_dir, name)):
-            tracker.log_artifact(os.path.join(model_dir, name))
+    if tracker:
+        for path in (os.path.join(model_dir, name) for name in ARTIFACTS):
+            if os.path.exists(path):
+                tracker.log_artifact(path)
