@@ -3,6 +3,7 @@ sqlite store (across a kill and a resume), TensorBoard's own data loader on the 
 `tensorboard` server on 127.0.0.1 queried over HTTP for the charts and the HParams dashboard."""
 
 import csv
+import importlib.util
 import json
 import logging
 import math
@@ -34,8 +35,21 @@ FLAGS = ["--model=sequential", "--batch_size=16", "--epochs=2", "--steps_per_loo
 SERVER_DEADLINE_S = 180  # How long to wait for the server to start and load the runs.
 
 
-def _mlflow_client(uri):
+def _require_mlflow():
     pytest.importorskip("mlflow", reason='MLflow is not installed: pip install ".[mlflow]"')
+
+
+def _require_tensorboard():
+    pytest.importorskip("tensorboard",
+                        reason='TensorBoard is not installed: pip install ".[tensorboard]"')
+
+
+def _installed(package):
+    return importlib.util.find_spec(package) is not None
+
+
+def _mlflow_client(uri):
+    _require_mlflow()
     from mlflow import tracking  # pylint: disable=import-outside-toplevel
     return tracking.MlflowClient(uri)
 
@@ -53,11 +67,6 @@ def _store(empty_store, directory):
     os.makedirs(directory, exist_ok=True)
     shutil.copy(empty_store, os.path.join(directory, "mlflow.db"))
     return f"sqlite:///{directory}/mlflow.db"
-
-
-def _require_tensorboard():
-    pytest.importorskip("tensorboard",
-                        reason='TensorBoard is not installed: pip install ".[tensorboard]"')
 
 
 class TensorBoardServer:
@@ -130,33 +139,41 @@ def _python_api_run(model_dir):
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory, empty_store):
-    """A tracked command-line run SIGKILLed after step 6 (its checkpoint is step 4's), resumed
-    with another learning rate to its end; a Python-API run beside it; and a tensorboard server
-    over both, started first so that it starts up while they train."""
-    _require_tensorboard()
+def tracked(tmp_path_factory, request):
+    """A command-line run tracked in MLflow, SIGKILLed after step 6 (its checkpoint is step 4's)
+    and resumed with another learning rate to its end; a Python-API run beside it; and a
+    tensorboard server over both, started first so that it starts up while they train. (Without
+    MLflow the run is not tracked; without TensorBoard there is no server.)"""
+    if not (_installed("mlflow") or _installed("tensorboard")):
+        pytest.skip('neither MLflow nor TensorBoard is installed: pip install '
+                    '".[mlflow,tensorboard]"')
     root = tmp_path_factory.mktemp("tracking")
-    uri = _store(empty_store, root)
-    client = _mlflow_client(uri)
-    # With a database store MLflow puts artifacts in ./mlruns of the working directory, unless
-    # the experiment says where: the repository must stay clean.
-    experiment_id = client.create_experiment("tracking", artifact_location=str(root / "artifacts"))
-    server = TensorBoardServer(str(root))
+    model_dir = str(root / "cli")
+    flags = [*FLAGS, f"--model_dir={model_dir}"]
+    client = experiment_id = None
+    if _installed("mlflow"):
+        uri = _store(request.getfixturevalue("empty_store"), root)
+        client = _mlflow_client(uri)
+        # With a database store MLflow puts artifacts in ./mlruns of the working directory,
+        # unless the experiment says where: the repository must stay clean.
+        experiment_id = client.create_experiment("tracking",
+                                                 artifact_location=str(root / "artifacts"))
+        flags.append(f"--mlflow_tracking_uri={uri}")
+    server = TensorBoardServer(str(root)) if _installed("tensorboard") else None
     try:
-        model_dir = str(root / "cli")
-        flags = [*FLAGS, f"--model_dir={model_dir}", f"--mlflow_tracking_uri={uri}"]
         killed = run_main_mocked(flags, NUM_EXAMPLES, env={"TRAINER_KILL_AT": "train_call:6"})
         assert killed.returncode == -9, killed.stderr[-3000:]
-        status_after_kill = [run.info.status for run in client.search_runs([experiment_id])]
+        status_after_kill = client and [r.info.status for r in client.search_runs([experiment_id])]
         resumed = run_main_mocked([*flags, "--learning_rate=0.001"], NUM_EXAMPLES)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         _python_api_run(str(root / "api"))
-        (run,) = client.search_runs([experiment_id])
-        yield types.SimpleNamespace(client=client, run=run, model_dir=model_dir, root=str(root),
-                                    server=server, status_after_kill=status_after_kill,
-                                    resumed=resumed)
+        runs = client and client.search_runs([experiment_id])
+        yield types.SimpleNamespace(client=client, run=runs and runs[0], runs=runs,
+                                    model_dir=model_dir, root=str(root), server=server,
+                                    status_after_kill=status_after_kill, resumed=resumed)
     finally:
-        server.stop()
+        if server:
+            server.stop()
 
 
 def _history(client, run, name):
@@ -171,7 +188,9 @@ def _local_json(model_dir, name):
 # ---- MLflow, read back with MlflowClient -------------------------------------------------------
 
 def test_a_killed_and_resumed_run_is_one_mlflow_run_with_every_step_once(tracked):
+    _require_mlflow()
     client, run = tracked.client, tracked.run
+    assert len(tracked.runs) == 1
     assert tracked.status_after_kill == ["RUNNING"]  # SIGKILL: nothing could mark it.
     assert run.info.status == "FINISHED" and run.info.run_name == "cli"
     assert run.data.tags["model_dir"] == tracked.model_dir
@@ -191,6 +210,7 @@ def test_a_killed_and_resumed_run_is_one_mlflow_run_with_every_step_once(tracked
 
 
 def test_mlflow_has_every_flag_as_a_param_and_a_tag_for_one_changed_on_resume(tracked):
+    _require_mlflow()
     params, tags = tracked.run.data.params, tracked.run.data.tags
     assert params["model"] == "sequential" and params["batch_size"] == "16"
     assert params["augment"] == "false" and params["epochs"] == "2"
@@ -200,6 +220,7 @@ def test_mlflow_has_every_flag_as_a_param_and_a_tag_for_one_changed_on_resume(tr
 
 
 def test_mlflow_keeps_the_runs_files_and_export_as_artifacts(tracked, tmp_path):
+    _require_mlflow()
     client, run_id = tracked.client, tracked.run.info.run_id
     names = {artifact.path for artifact in client.list_artifacts(run_id)}
     assert {"flags.txt", "results.json", "history.json", "metrics.csv", "predictions.csv",
@@ -225,6 +246,7 @@ def _data_provider(logdir):
 
 
 def test_tensorboards_loader_reads_each_step_once_the_images_and_the_hparams(tracked):
+    _require_tensorboard()
     from tensorboard.plugins.hparams import metadata  # pylint: disable=import-outside-toplevel
     provider, ctx = _data_provider(tracked.root)
     scalars = provider.read_scalars(ctx, experiment_id="", plugin_name="scalars", downsample=1000)
@@ -255,6 +277,7 @@ def test_tensorboards_loader_reads_each_step_once_the_images_and_the_hparams(tra
 # ---- A tensorboard server, over HTTP ---------------------------------------------------------------
 
 def test_a_tensorboard_server_serves_the_charts_and_the_hparams_dashboard(tracked):
+    _require_tensorboard()
     server = tracked.server
     results = _local_json(tracked.model_dir, "results.json")
     chart = server.until(
@@ -349,6 +372,17 @@ def test_a_store_failing_mid_run_is_reported_once_and_training_goes_on(tmp_path,
     assert steps == list(range(2, 33, 2))
 
 
+def test_a_worker_other_than_the_chief_sends_nothing(tmp_path, empty_store):
+    uri = _store(empty_store, tmp_path)
+    logger = callbacks.MLflowLogger(tracking_uri=uri, experiment="in-process")
+    fitter = trainer.Trainer(epochs=1, callbacks=[logger], num_sanity_val_steps=0,
+                             enable_progress_bar=False, enable_model_summary=False)
+    fitter.is_chief = False  # As on worker 1 of a multi-worker cluster.
+    fitter.fit(trainer.ImageClassifier(tiny_network(), learning_rate=1e-2), quadrant_datamodule())
+    assert logger.run_id is None and logger.state_dict() == {}
+    assert _mlflow_client(uri).get_experiment_by_name("in-process") is None  # Not even that.
+
+
 def _closed_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -356,7 +390,7 @@ def _closed_port():
 
 
 def test_an_unreachable_tracking_uri_fails_at_start_with_one_line(tmp_model_dir):
-    pytest.importorskip("mlflow", reason='MLflow is not installed: pip install ".[mlflow]"')
+    _require_mlflow()
     uri = f"http://127.0.0.1:{_closed_port()}"
     # The real command: it stops before it reads any data, so none is needed.
     result = run_python(["-m", "trainer.main", f"--model_dir={tmp_model_dir}",

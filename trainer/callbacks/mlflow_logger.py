@@ -21,8 +21,10 @@ into the same MLflow run. MLflow keeps every point it is sent and cannot delete 
 killed after its last checkpoint has already logged some of the steps the resumed run trains
 again. So, per metric, a resumed run sends only the steps after the last one the MLflow run holds:
 every step appears once, with the value logged first (the same value with `--deterministic`).
-A run killed before its first checkpoint has no state to resume: its restart starts a new MLflow
-run, and the first stays RUNNING.
+For that, everything a checkpoint covers must be in the store before the checkpoint is written:
+with checkpoints, the hooks that may precede one (`on_validation_end`, `on_epoch_end`, and
+`on_train_batch_end` at a checkpoint's step) wait until all is sent. A run killed before its first checkpoint has no state to resume: its restart
+starts a new MLflow run, and the first stays RUNNING.
 
 Failures. A store that cannot be reached fails `connect` with one line: the command line connects
 before it reads any data, a `Trainer` when training begins. A store that fails later (a server
@@ -30,10 +32,10 @@ gone, a full disk) is reported once, in a warning; the logger stops sending and 
 its own files intact.
 
 Cost: the hooks run on the host between traced loop calls and hand at most one `log_batch` per
-loop call to a background thread, which sends them in order: the training loop never waits for
-the network or the disk (a `log_batch` into a local sqlite store took about 20 ms here, 5 ms of
-it CPU time). The hooks that end something (`on_train_end`, `on_test_end`, `on_exception`,
-`log_artifact`) wait until everything handed over is sent. MLflow is an optional extra
+loop call to a background thread, which sends them in order: the training loop does not wait
+for the network or the disk (a `log_batch` into a local sqlite store took about 20 ms here, 5 ms
+of it CPU time), except before a checkpoint (see "Resuming") and in the hooks that end something
+(`on_train_end`, `on_test_end`, `on_exception`, `log_artifact`), which wait until all is sent. MLflow is an optional extra
 (`pip install ".[mlflow]"`), imported by `connect`.
 """
 
@@ -147,16 +149,23 @@ class MLflowLogger(base.Callback):
     def on_train_batch_end(self, step, logs):
         if self._active() and step % self.log_every_n_steps == 0:
             self._log({f"step/{name}": value for name, value in logs.items()}, step)
+        checkpointer = self.trainer.checkpointer
+        if self._active() and checkpointer and checkpointer.due(step):
+            self._sender.wait()  # A checkpoint follows.
 
     def on_validation_end(self, logs):
         if self._active():
             self._log(logs, self.trainer.global_step)
+            if self.trainer.checkpointer:  # A checkpoint may follow at this step.
+                self._sender.wait()
 
     def on_epoch_end(self, epoch, logs):
         if self._active():  # val_* went out with on_validation_end, at the step they were measured.
             self._log({"epoch": epoch + 1, **{name: value for name, value in logs.items()
                                               if not name.startswith("val_")}},
                       self.trainer.global_step)
+            if self.trainer.checkpointer:  # The epoch's checkpoint follows.
+                self._sender.wait()
 
     def on_test_end(self, logs):
         if self._active():
