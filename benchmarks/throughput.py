@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py [--models=sequential,functional] [--repeats=5]
         [--mode=steady|epochs|steady,epochs] [--contenders=fit,trainer,trainer-bf16,fit-bf16]
+        [--contenders=trainer,trainer-mlflow]   (the cost of MLflow logging)
 
 Contenders (same network, optimizer, loss, batch and tf.data pipeline):
 
@@ -10,6 +11,8 @@ Contenders (same network, optimizer, loss, batch and tf.data pipeline):
     trainer       trainer.Trainer with its defaults (steps_per_loop=100, log_every_n_steps=50:
                   a traced loop call of 50 steps), no checkpoints
     trainer-bf16  the same with precision="bf16-mixed" (Keras policy mixed_bfloat16)
+    trainer-mlflow  trainer with an MLflowLogger logging every loop call (50 steps) to a local
+                  sqlite store in a temporary directory (needs mlflow; not run by default)
     fit-bf16      fit with the Keras policy mixed_bfloat16, so bf16 is compared with bf16 too
 
 How it measures:
@@ -49,7 +52,8 @@ Modes:
 FLOPs per training image are counted by TF's profiler from the layer shapes (forward x 3), and
 images/s x FLOPs is printed as a fraction of this machine's float32 matmul peak (2048x2048,
 measured at start). The last line is `ratio_vs_fit sequential=<x> functional=<y>`: the median
-paired ratio trainer / fit in steady mode (in epochs mode if steady was not run).
+paired ratio trainer / fit in steady mode (in epochs mode if steady was not run); with
+trainer-mlflow and trainer, `ratio_mlflow_vs_trainer sequential=<x> ...` follows it.
 """
 
 import argparse
@@ -137,7 +141,8 @@ def _child(args):
     windows = _Windows(protocol, warmup=64 if steady else 1,
                        window=args.window_steps if steady else args.window_epochs)
     run = _run_fit if args.child.startswith("fit") else _run_trainer
-    run(args.model, steady, windows, bf16=args.child.endswith("-bf16"))
+    run(args.model, steady, windows, bf16=args.child.endswith("-bf16"),
+        tracked=args.child == "trainer-mlflow")
 
 
 def _datamodule(steady):
@@ -162,7 +167,7 @@ def _network(model_name):
     return layers.build_cnn(model_name, input_shape=(32, 32, 3), num_classes=10)
 
 
-def _run_fit(model_name, steady, windows, bf16):
+def _run_fit(model_name, steady, windows, bf16, tracked):
     import tensorflow as tf
 
     class Sync(tf.keras.callbacks.Callback):
@@ -176,7 +181,7 @@ def _run_fit(model_name, steady, windows, bf16):
             if not steady:
                 windows.at_sync(epoch + 1)
 
-    del bf16  # The policy was set before the network was built.
+    del bf16, tracked  # The policy was set before the network was built; fit is not tracked.
     model = _network(model_name)
     model.compile(optimizer=tf.keras.optimizers.Adam(3e-4),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -187,7 +192,7 @@ def _run_fit(model_name, steady, windows, bf16):
               callbacks=[Sync()], verbose=0)
 
 
-def _run_trainer(model_name, steady, windows, bf16):
+def _run_trainer(model_name, steady, windows, bf16, tracked):
     import trainer
 
     class Sync(trainer.callbacks.Callback):
@@ -199,8 +204,13 @@ def _run_trainer(model_name, steady, windows, bf16):
             if not steady:
                 windows.at_sync(epoch + 1)
 
+    tracking = []
+    if tracked:  # Before Sync: the logging at a window's last step counts in that window.
+        store = tempfile.mkdtemp(prefix="throughput-mlflow-")
+        tracking = [trainer.callbacks.MLflowLogger(tracking_uri=f"sqlite:///{store}/mlflow.db",
+                                                   experiment="throughput")]
     module = trainer.ImageClassifier(_network(model_name), learning_rate=3e-4)
-    fitter = trainer.Trainer(epochs=1 if steady else ENDLESS, callbacks=[Sync()],
+    fitter = trainer.Trainer(epochs=1 if steady else ENDLESS, callbacks=[*tracking, Sync()],
                              precision="bf16-mixed" if bf16 else "32",
                              enable_progress_bar=False, enable_model_summary=False)
     fitter.fit(module, _datamodule(steady))
@@ -290,6 +300,10 @@ def _report(model_name, mode, args, speeds, cpu_speeds, peaks, flops, peak_flops
     if "trainer-bf16" in speeds and "fit-bf16" in speeds:
         print("trainer-bf16 / fit-bf16: {:.2f} [{:.2f}-{:.2f}]".format(
             *_paired(speeds, "trainer-bf16", "fit-bf16")))
+    if "trainer-mlflow" in speeds and "trainer" in speeds:
+        print("trainer-mlflow / trainer: {:.3f} [{:.3f}-{:.3f}], per CPU-second {:.3f} "
+              "[{:.3f}-{:.3f}]".format(*_paired(speeds, "trainer-mlflow", "trainer"),
+                                       *_paired(cpu_speeds, "trainer-mlflow", "trainer")))
     if "fit" in speeds:  # Less sensitive to other processes on the machine than wall time.
         print("images per CPU-second of the child, paired vs fit: " + ", ".join(
             "{} {:.2f} [{:.2f}-{:.2f}]".format(name, *_paired(cpu_speeds, name, "fit"))
@@ -371,7 +385,7 @@ def main():
     if any(name.endswith("-bf16") for name in names) and _native_bf16() is False:
         print("note: this CPU has no bfloat16 instructions (avx512_bf16/amx_bf16): the bf16 "
               "contenders run emulated", flush=True)
-    ratios = {}
+    ratios, tracking_ratios = {}, {}
     for mode in args.mode.split(","):
         for model_name in args.models.split(","):
             flops = training_flops_per_image(model_name)
@@ -380,7 +394,15 @@ def main():
             if "trainer" in speeds and "fit" in speeds and (mode == "steady" or
                                                             model_name not in ratios):
                 ratios[model_name] = _paired(speeds, "trainer", "fit")[0]
-    print("\nratio_vs_fit " + " ".join(f"{name}={ratio:.2f}" for name, ratio in ratios.items()))
+            if "trainer" in speeds and "trainer-mlflow" in speeds and (
+                    mode == "steady" or model_name not in tracking_ratios):
+                tracking_ratios[model_name] = _paired(speeds, "trainer-mlflow", "trainer")[0]
+    print()
+    if ratios:
+        print("ratio_vs_fit " + " ".join(f"{name}={ratio:.2f}" for name, ratio in ratios.items()))
+    if tracking_ratios:
+        print("ratio_mlflow_vs_trainer " + " ".join(
+            f"{name}={ratio:.3f}" for name, ratio in tracking_ratios.items()))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@
                          --fast_dev_run, --overfit_batches, early stopping
     flags.optimization   --gradient_clip_val, --accumulate_grad_batches, --lr_schedule,
                          --warmup_steps, --ema_decay, --lr_find
-    flags.output         --progress_bar, --log_every_n_steps, --tensorboard, --csv_log
+    flags.output         --progress_bar, --log_every_n_steps, --tensorboard, --csv_log,
+                         --mlflow_tracking_uri, --mlflow_experiment, --mlflow_run_name
 
 `flags.checks` holds what absl's bounds cannot check (nan and inf in float flags); `parse` sets
 them all from a command line.

@@ -21,7 +21,8 @@ task: `ImageClassifier`, its pictures and its export), `cli/` (`--explain`, `--s
 evaluator task, the run's files) and `cluster/` (how the processes of a multi-worker run are
 started: SLURM, the local launcher, Ray). `main.py` is the command line (`python -m trainer.main`,
 or `trainer.main.run(argv)` from Python); `launch.py` starts it on N local workers
-(`python -m trainer.launch`) and `ray.py` on a Ray cluster (`python -m trainer.ray`).
+(`python -m trainer.launch`), `ray.py` on a Ray cluster (`python -m trainer.ray`), and
+`runs.py` compares runs (`python -m trainer.runs runs/*`).
 """
 
 # `python -m trainer.main` imports this package before trainer/main.py, and TensorFlow prints its

@@ -186,15 +186,16 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
     model_dir = _model_dir()
     run_directory.check_directory(model_dir, "model_dir")
     writes_files, settings = not loop_config.fast_dev_run, _settings()
+    chosen = _callbacks(model_dir)
+    tracker = next((c for c in chosen if isinstance(c, callbacks.MLflowLogger)), None)
     lock = job_lib.prepare_run_directory(
-        strategy, model_dir, fresh_start=run_flags.training.FRESH_START.value,
+        strategy, model_dir, fresh_start=run_flags.training.FRESH_START.value, tracker=tracker,
         keep_on_restart=slurm.restart_count(), settings=settings) if writes_files else None
     try:
         is_chief = distribute.is_chief(strategy)
         datamodule = _datamodule()
         fitter = trainer.Trainer(
-            strategy=strategy, loop_config=loop_config, step_config=step_config,
-            callbacks=_callbacks(model_dir),
+            strategy=strategy, loop_config=loop_config, step_config=step_config, callbacks=chosen,
             enable_progress_bar=run_flags.output.PROGRESS_BAR.value,
             enable_model_summary=run_flags.output.MODEL_SUMMARY.value,
             checkpointer=checkpointing.Checkpointer(
@@ -216,7 +217,7 @@ def _train(strategy: tf.distribute.Strategy) -> dict:
             live_test=bool(run_flags.optimization.EMA_DECAY.value),
             monitor=run_flags.training.MONITOR.value,
             predict_split=run_flags.dataset.PREDICT_SPLIT.value,
-            predict_files=run_flags.dataset.PREDICT_FILES.value)
+            predict_files=run_flags.dataset.PREDICT_FILES.value, tracker=tracker)
         return job_lib.fit_test_and_export(fitter, module, datamodule, job)
     finally:
         if lock:
@@ -313,7 +314,7 @@ def _module(datamodule, learning_rate: float | None) -> trainer.ImageClassifier:
 def _callbacks(model_dir):
     """The callbacks the flags ask for: the learning-rate finder first, so its search ends before
     anything else starts; the learning-rate monitor before the loggers, so they see its value;
-    the image task's pictures before the TensorBoard logger, which closes its files."""
+    the pictures and hyperparameters before the TensorBoard logger, which closes its files."""
     run_control, output = run_flags.run_control, run_flags.output
     optimization = run_flags.optimization
     chosen = []
@@ -330,7 +331,9 @@ def _callbacks(model_dir):
         tensorboard = callbacks.TensorBoardLogger(
             logdir=os.path.join(model_dir, "tensorboard"),
             log_every_n_steps=output.LOG_EVERY_N_STEPS.value, flags_text=_flags_text())
-        chosen.append(vision_loggers.SamplePredictions(tensorboard))
+        hparams = {name: absl_flags.FLAGS[name].value for name in run_files.HPARAMS}
+        chosen += [vision_loggers.SamplePredictions(tensorboard), callbacks.HParamsLogger(
+            tensorboard, hparams={**hparams, "learning_rate": _learning_rate()})]  # auto: None
     chosen.append(vision_loggers.ConfusionMatrix(
         tensorboard=tensorboard, png_path=os.path.join(model_dir, "confusion_matrix.png")))
     if tensorboard:
@@ -338,6 +341,11 @@ def _callbacks(model_dir):
     if output.CSV_LOG.value:
         chosen.append(callbacks.CSVLogger(os.path.join(model_dir, "metrics.csv"),
                                           log_every_n_steps=output.LOG_EVERY_N_STEPS.value))
+    if output.MLFLOW_TRACKING_URI.value:
+        chosen.append(callbacks.MLflowLogger(  # Every flag as a param; all of its files at the end.
+            tracking_uri=output.MLFLOW_TRACKING_URI.value, model_dir=model_dir,
+            experiment=output.MLFLOW_EXPERIMENT.value, run_name=output.MLFLOW_RUN_NAME.value,
+            params=run_files.parse_flags(_flags_text())))
     if run_control.EARLY_STOPPING_PATIENCE.value:
         chosen.append(callbacks.EarlyStopping(
             monitor=run_control.EARLY_STOPPING_MONITOR.value,

@@ -5,6 +5,7 @@ The math of a step, and everything else that runs inside a `tf.function`, is in 
 """
 
 import contextlib
+import functools
 import signal
 import time
 
@@ -28,6 +29,20 @@ from trainer import steps as steps_lib
 from trainer import stopping
 from trainer.callbacks import base as callbacks_base
 from trainer.callbacks import console
+
+
+def _telling_callbacks_of_exceptions(method):
+    """Calls the callbacks' `on_exception(error)` when `method` raises, before the error goes on
+    up: a tracker then records how the run ended (stopped by a signal, diverged, crashed)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException as error:
+            self._call("on_exception", error)  # pylint: disable=protected-access
+            raise
+    return wrapper
+
 
 class Trainer:
     """Fits, validates, tests and predicts with a `Module` under a `tf.distribute` strategy.
@@ -117,6 +132,7 @@ class Trainer:
 
     # ---- Public entry points (eager) ---------------------------------------------------------
 
+    @_telling_callbacks_of_exceptions
     def fit(self, module, datamodule) -> dict[str, float]:
         """Trains `module` on `datamodule` for `epochs` epochs (or `max_steps`), validating as set.
 
@@ -161,6 +177,7 @@ class Trainer:
         self.data.require("val")
         return self._validate()
 
+    @_telling_callbacks_of_exceptions
     def test(self, module, datamodule, *, live_weights: bool = False) -> dict[str, float]:
         """Runs `test_step` over the test set; returns `test_*` means.
 

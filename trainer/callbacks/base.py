@@ -7,6 +7,8 @@
       on_epoch_end(epoch, logs)                the epoch's logs: train_*, val_*, timings
     on_train_end(logs)                         once, also after an early stop
     on_test_end(logs)                          after `Trainer.test`
+    on_exception(error)                        when `fit` or `test` raises, before the error
+                                               goes on up (a stop signal, divergence, a crash)
 
 `on_train_batch_end` runs at host-loop boundaries: a traced call runs many steps, and the host
 sees the run only between calls. `step` is the optimizer step count at that point. Callbacks get
@@ -55,6 +57,10 @@ class Callback:
 
     def on_test_end(self, logs: dict) -> None:
         """Runs after `Trainer.test` with its `test_*` logs."""
+
+    def on_exception(self, error: BaseException) -> None:
+        """Runs when `fit` or `test` raises `error` (`TrainingInterrupted`, `TrainingDiverged`,
+        any other exception), before it goes on up: e.g. a tracker marks its run failed."""
 
     @property
     def state_key(self) -> str:

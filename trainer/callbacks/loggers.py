@@ -57,6 +57,8 @@ class TensorBoardLogger(base.Callback):
     A resumed run logs again the steps between its checkpoint and the interruption; it first
     marks the restart in each run, and TensorBoard drops the killed run's events after that
     step. Likewise a test replaces an earlier test at the same step (a rerun of a finished run).
+    Each run's events begin with a start marker: TensorBoard's Python loader reads a run's first
+    marker as its start, and only the later ones as restarts.
 
     Args:
         logdir: the directory to write into, e.g. `<model_dir>/tensorboard`; created on the
@@ -117,10 +119,16 @@ class TensorBoardLogger(base.Callback):
         self.close()
 
     def writing(self, run: str):
-        """Makes the writer of `run` ("train", "val" or "test") the default summary writer, as a
-        context manager; the writer is created on first use. Write on the chief only."""
+        """Makes the writer of `run` ("train", "val", "test"; "" for `logdir` itself) the default
+        summary writer, as a context manager; the writer is created on first use, a new run's
+        events beginning with a start marker. Write on the chief only."""
         if run not in self._writers:
-            self._writers[run] = tf.summary.create_file_writer(os.path.join(self.logdir, run))
+            directory = os.path.join(self.logdir, run)
+            new_run = not os.path.isdir(directory)
+            self._writers[run] = tf.summary.create_file_writer(directory)
+            if new_run:
+                with self._writers[run].as_default():
+                    summaries.start()
         return self._writers[run].as_default()
 
     def flush(self) -> None:

@@ -31,12 +31,23 @@ def _metadata(plugin_name: str, data_class: str) -> tf.compat.v1.SummaryMetadata
         data_class=data_class)
 
 
+def start() -> None:
+    """Marks the start of a run's events. TensorBoard's Python loader (`--load_fast=false`,
+    `EventAccumulator`) takes the first `SessionLog` START of a run as its start and only the
+    later ones as restarts: without this marker a run's first `restart` would be ignored there."""
+    _session_start(0)
+
+
 def restart(step: int) -> None:
     """Tells TensorBoard that the run restarts at `step`: it then drops the events of that run
     with a step >= `step` written before this point (a killed run's orphaned tail), so the charts
     of a resumed run show every step once. The marker is an `Event` with a `SessionLog` START,
-    the signal TensorBoard has always honoured; TensorFlow 2 writes it only through
-    `import_event`."""
+    the signal TensorBoard has always honoured (a run's first one marks its `start`)."""
+    _session_start(step)
+
+
+def _session_start(step: int) -> None:
+    """Writes a `SessionLog` START event; TensorFlow 2 writes one only through `import_event`."""
     event = tf.compat.v1.Event(step=step, session_log=tf.compat.v1.SessionLog(
         status=tf.compat.v1.SessionLog.START))
     summary_ops_v2.import_event(tf.constant(event.SerializeToString()))

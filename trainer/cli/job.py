@@ -40,6 +40,7 @@ class Job:
         monitor: the ranking's metric, for the message when nothing can be exported.
         predict_split: a split to predict into predictions.csv ("": none).
         predict_files: a glob or folder of image files to predict instead (None: none).
+        tracker: the run's `MLflowLogger`, which gets the run's files as artifacts (None: none).
     """
 
     model_dir: str
@@ -51,21 +52,25 @@ class Job:
     monitor: str = "val_accuracy"
     predict_split: str = ""
     predict_files: str | None = None
+    tracker: object = None
 
 
 def prepare_run_directory(strategy, model_dir: str, *, fresh_start: bool, keep_on_restart: int,
-                          settings: dict) -> run_directory.RunLock | None:
-    """On the chief: takes the lock, sets an old run aside (`fresh_start`, unless the cluster
-    manager restarted the job `keep_on_restart` > 0 times) and checks `settings` against the run
-    there; writes nothing else. Returns the lock (None on the other workers). If the chief
-    fails, every worker stops, not only the chief (the others would wait for it forever in
-    their first collective)."""
+                          settings: dict, tracker=None) -> run_directory.RunLock | None:
+    """On the chief: connects the `tracker` (an unreachable one fails now, not after hours of
+    training), takes the lock, sets an old run aside (`fresh_start`, unless the cluster manager
+    restarted the job `keep_on_restart` > 0 times) and checks `settings` against the run there;
+    writes nothing else. Returns the lock (None on the other workers). If the chief fails, every
+    worker stops, not only the chief (the others would wait for it forever in their first
+    collective)."""
     error, lock = None, None
     if distribute.is_chief(strategy):
         try:
+            if tracker:
+                tracker.connect()
             lock = _prepare(model_dir, fresh_start=fresh_start, keep_on_restart=keep_on_restart,
                             settings=settings)
-        except (ValueError, OSError) as caught:
+        except (ValueError, OSError, RuntimeError) as caught:
             error = caught
     if distribute.any_worker(strategy, error is not None):
         raise error or RuntimeError(f"the chief could not prepare model_dir ({model_dir}): "
@@ -119,7 +124,8 @@ def fit_test_and_export(fitter: trainer.Trainer, module, datamodule, job: Job) -
         if job.writes_files and is_chief:  # A sweep reads why the run ended; nothing exported.
             run_files.write_outputs(job.model_dir, {**results, "steps": fitter.global_step,
                                                     "stop_reason": "diverged",
-                                                    "error": str(error)}, fitter.history)
+                                                    "error": str(error)}, fitter.history,
+                                    job.tracker)
         raise
     except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
         damaged = datamodule.damage_report(error)  # A truncated or corrupt file of the dataset?
@@ -140,7 +146,7 @@ def fit_test_and_export(fitter: trainer.Trainer, module, datamodule, job: Job) -
         _predict_files(job, datamodule.class_names, which)
     if is_chief:
         faults.reached("results")
-        run_files.write_outputs(job.model_dir, results, fitter.history)
+        run_files.write_outputs(job.model_dir, results, fitter.history, job.tracker)
     return results
 
 

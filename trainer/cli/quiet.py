@@ -9,7 +9,8 @@ Three sources drown the lines a run prints (its plan, model summary, progress, e
   They are caught while TensorFlow is imported, and those below the level are dropped.
 - The INFO lines that TensorFlow, Keras and TFDS log through Python (TFDS logs two for every
   dataset it opens, i.e. for every validation pass). A filter on absl's log handler drops them;
-  their warnings and errors still show.
+  their warnings and errors still show. MLflow (--mlflow_tracking_uri) logs through a handler of
+  its own, set up when it is imported: `MLFLOW_LOGGING_LEVEL=WARNING`, unless set already.
 
 On a machine without an NVIDIA driver, TensorFlow also logs an error when it first looks for GPUs
 ("failed call to cuInit: ... UNKNOWN ERROR (303)"): it only says that there is no GPU. The devices
@@ -39,14 +40,14 @@ _CPP_LOG_LINE = re.compile(r"^(?:[\d-]+ [\d:.]+: )?([IWEF])(?:\d{4} [\d:.]+ +\d+
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
 _LIBRARIES = ("tensorflow", "keras", "tensorflow_datasets")
 _NO_GPU_DRIVER = "failed call to cuInit"  # TensorFlow's error when it finds no NVIDIA driver.
-COMMANDS = ("trainer.main", "trainer.launch", "trainer.ray")
+COMMANDS = ("trainer.main", "trainer.launch", "trainer.ray", "trainer.runs")
 _EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))), "examples")
 
 
 def is_command_line() -> bool:
     """Whether this process is one of the project's programs: a command (`python -m
-    trainer.main`, or a launcher of it: `python -m trainer.launch`, `python -m trainer.ray`), or
+    trainer.main`, or a launcher of it: `python -m trainer.launch`, `python -m trainer.ray`), `python -m trainer.runs`, or
     a program of examples/ (`python examples/one_device_loop.py`)."""
     argv = sys.orig_argv
     if any(option == "-m" and module in COMMANDS for option, module in zip(argv, argv[1:])):
@@ -69,9 +70,11 @@ def import_tensorflow() -> None:
 
 def hide_library_info_lines(verbosity: int) -> None:
     """Drops the INFO (and DEBUG) lines TensorFlow, Keras and TFDS log through absl's handler,
-    unless absl's `--verbosity` is 1 or more. Call after absl has parsed the flags."""
+    and MLflow's, unless absl's `--verbosity` is 1 or more. Call after absl has parsed the flags,
+    before MLflow is imported."""
     if verbosity >= 1:
         return
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     directories = tuple(os.path.dirname(sys.modules[name].__file__) + os.sep
                         for name in _LIBRARIES if name in sys.modules)
     library_filter = _LibraryInfoFilter(directories)

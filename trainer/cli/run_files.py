@@ -1,5 +1,6 @@
 """What a command-line run writes into its model_dir besides checkpoints: the flags that repeat
-it (flags.txt) and its results (results.json, timings.json, history.json, curves.png).
+it (flags.txt) and its results (results.json, timings.json, history.json, curves.png); and
+which of its files and flags go to a tracker (MLflow's artifacts, TensorBoard's HParams).
 
 Every file is written atomically (trainer/files.py), by the chief only.
 """
@@ -17,7 +18,16 @@ FLAGFILE = "flags.txt"
 # Flags that say where a run lives or what to do instead of training, not what it trains: a
 # replay into a new --model_dir must not resume, set aside or explain the recorded run.
 NOT_REPLAYED = ("model_dir", "fresh_start", "ckpt_path", "explain", "selftest",
-                "selftest_perturb_replica")
+                "selftest_perturb_replica", "mlflow_run_name")
+# The flags that define what a run trains, for TensorBoard's HParams dashboard (MLflow gets all).
+HPARAMS = ("model", "dataset", "train_split", "batch_size", "epochs", "max_steps",
+           "learning_rate", "lr_schedule", "warmup_steps", "weight_decay", "dropout",
+           "label_smoothing", "augment", "width_multiplier", "precision", "seed",
+           "accumulate_grad_batches", "gradient_clip_val", "ema_decay", "sync_batchnorm")
+# The files of a finished run that a tracker keeps as artifacts, when they were written.
+ARTIFACTS = (FLAGFILE, "results.json", "timings.json", "history.json", "metrics.csv",
+             "curves.png", "confusion_matrix.png", "predictions.csv", "lr_find.csv",
+             "lr_find.png", "export")
 
 
 def flags_text(flag_values, package: str) -> str:
@@ -46,8 +56,28 @@ def write_flagfile(model_dir: str, text: str) -> None:
                            f"#   {repeat}\n{text}\n")
 
 
-def write_outputs(model_dir: str, results: dict, history: list[dict]) -> None:
-    """Writes results.json, timings.json, history.json and curves.png."""
+def parse_flags(text: str) -> dict[str, str]:
+    """{name: value} of flags in flagfile format (`flags_text`, flags.txt): `--name=value` as
+    written, absl's booleans `--name` as "true" and `--noname` as "false" (so a boolean flag
+    whose name starts with "no" would be misread: this project has none)."""
+    values = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("--"):
+            continue  # flags.txt's comment lines.
+        name, equals, value = line[2:].partition("=")
+        if equals:
+            values[name] = value
+        elif name.startswith("no") and name[2:]:
+            values[name[2:]] = "false"
+        else:
+            values[name] = "true"
+    return values
+
+
+def write_outputs(model_dir: str, results: dict, history: list[dict], tracker=None) -> None:
+    """Writes results.json, timings.json, history.json and curves.png; then hands the run's
+    files (ARTIFACTS) to `tracker`'s `log_artifact`, if given."""
     # Metrics and timings apart: with --deterministic, two runs write identical results.json.
     metrics = reporting.metrics_only(results)
     nonfinite = sorted(key for key, value in metrics.items()
@@ -61,3 +91,7 @@ def write_outputs(model_dir: str, results: dict, history: list[dict]) -> None:
     curves = plots.plot_curves(history, os.path.join(model_dir, "curves.png"))
     if curves:
         logging.info("wrote %s", curves)
+    if tracker:
+        for path in (os.path.join(model_dir, name) for name in ARTIFACTS):
+            if os.path.exists(path):
+                tracker.log_artifact(path)
