@@ -39,11 +39,14 @@ of it CPU time), except before a checkpoint (see "Resuming") and in the hooks th
 (`pip install ".[mlflow]"`), imported by `connect`.
 """
 
+import contextlib
 import numbers
 import os
+import tempfile
 import time
 
 from absl import logging
+import tensorflow as tf
 
 from trainer import stopping
 from trainer.callbacks import background
@@ -89,7 +92,8 @@ class MLflowLogger(base.Callback):
             raise ValueError(f"log_every_n_steps ({log_every_n_steps}) must be at least 1")
         if not experiment:
             raise ValueError("mlflow_experiment ('') must name an MLflow experiment")
-        model_dir = os.path.abspath(model_dir) if model_dir else None
+        if model_dir and "://" not in model_dir:  # A local path; gs://... stays as it is.
+            model_dir = os.path.abspath(model_dir)
         self.tracking_uri, self.experiment = tracking_uri, experiment
         self.run_name = run_name or (os.path.basename(model_dir) if model_dir else None)
         self.params = {name: str(value) for name, value in (params or {}).items()}
@@ -187,10 +191,11 @@ class MLflowLogger(base.Callback):
             return
         self._sender.wait()
         name = os.path.basename(os.path.normpath(path))
-        if os.path.isdir(path):
-            self._safely(f"log {name}", self._client.log_artifacts, self.run_id, path, name)
-        else:
-            self._safely(f"log {name}", self._client.log_artifact, self.run_id, path)
+        with _on_local_disk(path) as local:  # MLflow uploads local files only.
+            if os.path.isdir(local):
+                self._safely(f"log {name}", self._client.log_artifacts, self.run_id, local, name)
+            else:
+                self._safely(f"log {name}", self._client.log_artifact, self.run_id, local)
 
     def state_dict(self):
         return {"run_id": self.run_id} if self.run_id else {}
@@ -314,3 +319,23 @@ def _with_context_tags(tags: dict) -> dict:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def _on_local_disk(path):
+    """`path` itself on local disk; elsewhere (gs://, ...) a local copy of the file or directory
+    for the duration of the block."""
+    if "://" not in path:
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        local = os.path.join(directory, os.path.basename(os.path.normpath(path)))
+        if tf.io.gfile.isdir(path):
+            for parent, _, names in tf.io.gfile.walk(path):
+                target = os.path.join(local, os.path.relpath(parent, path))
+                os.makedirs(target, exist_ok=True)
+                for name in names:
+                    tf.io.gfile.copy(os.path.join(parent, name), os.path.join(target, name))
+        else:
+            tf.io.gfile.copy(path, local)
+        yield local

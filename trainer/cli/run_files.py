@@ -9,6 +9,7 @@ import math
 import os
 
 from absl import logging
+import tensorflow as tf
 
 from trainer import files
 from trainer import reporting
@@ -93,5 +94,5 @@ def write_outputs(model_dir: str, results: dict, history: list[dict], tracker=No
         logging.info("wrote %s", curves)
     if tracker:
         for path in (os.path.join(model_dir, name) for name in ARTIFACTS):
-            if os.path.exists(path):
+            if tf.io.gfile.exists(path):
                 tracker.log_artifact(path)
