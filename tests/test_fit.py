@@ -92,7 +92,7 @@ def test_predict_returns_probabilities_in_dataset_order():
 def test_steps_per_loop_and_eager_mode_do_not_change_the_result():
     results = []
     for steps_per_loop, run_eagerly in [(100, False), (3, False), (5, True)]:
-        fitter, module, datamodule = _fit(epochs=2, steps_per_loop=steps_per_loop,
+        fitter, module, datamodule = _fit(epochs=1, steps_per_loop=steps_per_loop,
                                           run_eagerly=run_eagerly)
         fitter.fit(module, datamodule)
         results.append([v.numpy() for v in module.trainable_variables])

@@ -153,17 +153,16 @@ CROSS_CHECK_FLAGS = [
 
 @pytest.fixture(scope="module")
 def cross_check_runs(tmp_path_factory):
-    """A run with and one without EMA, each trained and then followed by the evaluator task; the
-    two runs go side by side."""
+    """A run with and one without EMA, in one process (one device), then the evaluator task on
+    each, in another."""
     root = tmp_path_factory.mktemp("cross_check")
     runs = {"ema": ["--ema_decay=0.5"], "no_ema": []}
     for extra in ([], ["--evaluate_checkpoints"]):
-        processes = {name: conftest.start_main_mocked(
-            [*CROSS_CHECK_FLAGS, *flags, f"--model_dir={root / name}", *extra],
-            num_examples=NUM_EXAMPLES) for name, flags in runs.items()}
-        for name, process in processes.items():
-            _, stderr = process.communicate(timeout=300)
-            assert process.returncode == 0, f"{name} {extra}:\n{stderr[-3000:]}"
+        outcomes = conftest.main_runs_mocked(
+            [[*CROSS_CHECK_FLAGS, *flags, f"--model_dir={root / name}", *extra]
+             for name, flags in runs.items()], num_examples=NUM_EXAMPLES)
+        for name, outcome in zip(runs, outcomes):
+            assert "results" in outcome, f"{name} {extra}: {outcome}"
     return {name: root / name for name in runs}
 
 
