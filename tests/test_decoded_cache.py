@@ -28,6 +28,8 @@ def decodes(monkeypatch):
 
 
 def _module(tmp_path, cache=True, **kwargs):
+    # The splits the tests name (validation on "test", as the tutorial does).
+    kwargs = {"train_split": "train", "val_split": "test", **kwargs}
     module = data.TFDSImageData(name="cifar10", data_dir=str(tmp_path / "tfds"), batch_size=8,
                                 augment=True, cache_dir=str(tmp_path / "cache") if cache else None,
                                 **kwargs)

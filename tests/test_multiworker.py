@@ -185,8 +185,8 @@ def test_each_worker_decodes_and_caches_only_its_own_shards(uninterrupted):
     root, _ = uninterrupted
     for index in (0, 1):  # Each worker its own --cache_dir, as on two hosts.
         entries = glob.glob(str(root / f"cache{index}" / "*" / "*" / "*" / "pipeline-*"))
-        # The training split and the test split (validation and test both read it).
-        assert len(entries) == 2, entries
+        # Its shards of the training, validation (train[90%:]) and test splits.
+        assert len(entries) == 3, entries
         assert {os.path.basename(entry) for entry in entries} == {f"pipeline-{index}-of-2"}
 
 

@@ -41,7 +41,7 @@ def test_a_run_writes_every_output_to_the_file_system_it_is_given(on_ram):
         assert any(path.startswith(f"tensorboard/{run}/events.") for path in written), run
     # The decoded cache too: each entry's key.json commits its data directory.
     entries = [path for path in report["after_first"] if path.startswith("ram://cache/")]
-    assert sum(path.endswith("/key.json") for path in entries) == 2  # train and test
+    assert sum(path.endswith("/key.json") for path in entries) == 3  # train, val and test
 
 
 def test_the_evaluator_and_a_resumed_run_read_it_back(on_ram):
