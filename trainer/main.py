@@ -317,7 +317,8 @@ def _module(datamodule, learning_rate: float | None) -> trainer.ImageClassifier:
                                    label_smoothing=model.LABEL_SMOOTHING.value,
                                    lr_schedule=run_flags.optimization.LR_SCHEDULE.value,
                                    warmup_steps=run_flags.optimization.WARMUP_STEPS.value,
-                                   ema_decay=run_flags.optimization.EMA_DECAY.value)
+                                   ema_decay=run_flags.optimization.EMA_DECAY.value,
+                                   optimizer=model.OPTIMIZER.value, tta_flip=model.TTA_FLIP.value)
 
 
 def _callbacks(model_dir):
@@ -440,6 +441,7 @@ def _settings() -> dict:
         "width_multiplier": run_flags.model.WIDTH_MULTIPLIER.value,
         "seed": run_flags.training.SEED.value,
         "accumulate_grad_batches": run_flags.optimization.ACCUMULATE_GRAD_BATCHES.value,
+        "optimizer": run_flags.model.OPTIMIZER.value,  # Its state (moments) fits no other.
         "limit_train_batches": run_flags.run_control.LIMIT_TRAIN_BATCHES.value,
         "overfit_batches": run_flags.run_control.OVERFIT_BATCHES.value,
         # Moving averages add optimizer state: a checkpoint with them fits only a run with them.
