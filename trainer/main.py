@@ -406,7 +406,8 @@ def _datamodule() -> data.ImageClassificationData:
         test_split=dataset.TEST_SPLIT.value, predict_split=dataset.PREDICT_SPLIT.value,
         cache_dir=dataset.CACHE_DIR.value, batch_size=dataset.BATCH_SIZE.value,
         eval_batch_size=_eval_batch_size(), seed=run_flags.training.SEED.value,
-        augment=dataset.AUGMENT.value, data_order=dataset.DATA_ORDER.value)
+        augment=dataset.AUGMENT.value, crop_padding=dataset.CROP_PADDING.value,
+        data_order=dataset.DATA_ORDER.value)
     if _is_image_folder():
         image_size = dataset.IMAGE_SIZE.value
         datamodule = data.ImageFolderData(
