@@ -8,12 +8,13 @@ run to run, so a slow phase of a shared machine does not always hit the same one
 
     tutorial    python benchmarks/tutorial_keras.py: CIFAR-10 as NumPy arrays, compile, fit
                 (batch 64, no validation), evaluate on the test split
-    cli         python -m trainer.main with its defaults: validation on the test split after
-                every epoch (work the tutorial does not do; in batches of --eval_batch_size,
-                4 x 64), then the test, checkpoints, TensorBoard and CSV logs, the export and
-                the plots
+    cli         python -m trainer.main with its defaults: training on train[:90%] (45,000
+                images per epoch, where the tutorial trains on all 50,000), validation on the
+                other 10% after every epoch (work the tutorial does not do; in batches of
+                --eval_batch_size, 4 x 64), then the test, checkpoints, TensorBoard and CSV
+                logs, the export and the plots
     cli-val-end the same with --check_val_every_n_epoch=<epochs>: one validation, at the end,
-                then the test: the tutorial's amount of training and evaluation
+                then the test: the tutorial's amount of evaluation
 
 --cache=warm (default): the CLI runs pass --cache_dir=<a directory of this benchmark>, filled
 before the timed runs by an untimed one-step CLI run, so every timed CLI run is a "second run"

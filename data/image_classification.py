@@ -27,7 +27,6 @@ import tensorflow as tf
 
 from data import datamodule
 
-_PAD = 4  # Pixels of zero padding around each image before the random crop.
 DATA_ORDERS = ("shard", "global")
 # The context of one device: one input pipeline with one replica, which reads the whole split and
 # whose per-replica batch is the global batch.
@@ -71,9 +70,11 @@ class ImageClassificationData(datamodule.DataModule):
             CIFAR-10, which gives a uniform permutation every epoch. Larger splits are permuted
             block by block.
         augment: training batches get a random horizontal flip and a random crop after
-            zero-padding 4 pixels on each side, drawn by stateless ops keyed by (seed, epoch,
-            input pipeline, batch), so a resumed run sees the same augmented batches.
-            Evaluation is never augmented.
+            zero-padding `crop_padding` pixels on each side, drawn by stateless ops keyed by
+            (seed, epoch, input pipeline, batch), so a resumed run sees the same augmented
+            batches. Evaluation is never augmented.
+        crop_padding: pixels of zero padding on each side before the random crop, so images
+            shift by up to that many pixels; 0: flips only.
         data_order: "shard" or "global" (see the module docstring); in "global" order the
             augmentation is drawn per global batch, so it too is the same on any cluster.
         eval_batch_size: global batch size of validation, test and prediction (all replicas
@@ -84,12 +85,14 @@ class ImageClassificationData(datamodule.DataModule):
 
     def __init__(self, *, batch_size: int = 64, seed: int = 0, shuffle_buffer_size: int = 50_000,
                  augment: bool = False, data_order: str = "shard",
-                 eval_batch_size: int | None = None):
+                 eval_batch_size: int | None = None, crop_padding: int = 4):
         if batch_size < 1:
             raise ValueError(f"batch_size ({batch_size}) must be a positive number of examples")
         if eval_batch_size is not None and eval_batch_size < 1:
             raise ValueError(f"eval_batch_size ({eval_batch_size}) must be a positive number of "
                              "examples (or None: batch_size)")
+        if crop_padding < 0:
+            raise ValueError(f"crop_padding ({crop_padding}) must be >= 0 pixels")
         if shuffle_buffer_size < 1:
             raise ValueError(f"shuffle_buffer_size ({shuffle_buffer_size}) must be positive")
         if data_order not in DATA_ORDERS:
@@ -100,6 +103,7 @@ class ImageClassificationData(datamodule.DataModule):
         self.seed = seed
         self.shuffle_buffer_size = shuffle_buffer_size
         self.augment = augment
+        self.crop_padding = crop_padding
         self.overfit_batches = 0
         self.num_classes: int | None = None
         self.class_names: list[str] = []
@@ -213,7 +217,7 @@ class ImageClassificationData(datamodule.DataModule):
 
     def _augment(self, pair, epoch, pipeline, index):
         """Random horizontal flip, then a random crop, of the image's own size, of the image
-        padded by 4 pixels on each side.
+        padded by `crop_padding` pixels on each side (no crop when 0).
 
         Vectorized over the batch: each image gets its own flip and offsets, drawn from a
         stateless key folded from (seed, epoch, input pipeline, batch index). The pipeline is in
@@ -228,8 +232,11 @@ class ImageClassificationData(datamodule.DataModule):
         batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
         flip = tf.random.stateless_uniform([batch], flip_key) < 0.5
         images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
-        padded = tf.pad(images, [[0, 0], [_PAD, _PAD], [_PAD, _PAD], [0, 0]])
-        offsets = tf.random.stateless_uniform([batch, 2], crop_key, minval=0, maxval=2 * _PAD + 1,
+        pad = self.crop_padding
+        if not pad:
+            return images, labels
+        padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        offsets = tf.random.stateless_uniform([batch, 2], crop_key, minval=0, maxval=2 * pad + 1,
                                               dtype=tf.int32)
         rows = offsets[:, :1] + tf.range(height)[None, :]  # [batch, height] rows to keep
         cols = offsets[:, 1:] + tf.range(width)[None, :]

@@ -56,8 +56,13 @@ DATA_ORDER = flags.DEFINE_enum(
     "that fit in each worker's memory). The same on one worker.")
 AUGMENT = flags.DEFINE_boolean(
     "augment", False,
-    "Augment training batches: random horizontal flip and random crop after 4 pixels of zero "
-    "padding, seeded per epoch and batch (a resumed run sees the same batches). Off in evaluation.")
+    "Augment training batches: random horizontal flip and random crop after --crop_padding "
+    "pixels of zero padding, seeded per epoch and batch (a resumed run sees the same batches). "
+    "Off in evaluation.")
+CROP_PADDING = flags.DEFINE_integer(
+    "crop_padding", 4,
+    "With --augment: pixels of zero padding on each side before the random crop, so an image "
+    "shifts by up to this many pixels (>= 0); 0 augments with flips only.", lower_bound=0)
 CACHE_DIR = flags.DEFINE_string(
     "cache_dir", None,
     "Directory for a decoded-example cache that later runs reuse: the first run decodes each "

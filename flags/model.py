@@ -6,6 +6,7 @@ from absl import flags
 
 from flags import checks
 from layers import cnn
+from trainer.vision import classifier
 
 MODEL = flags.DEFINE_enum(
     "model", "functional", sorted(cnn.CNNS),
@@ -13,8 +14,12 @@ MODEL = flags.DEFINE_enum(
     "'functional' (3 Conv-BatchNorm-ReLU blocks, 1.5M parameters).")
 LEARNING_RATE = flags.DEFINE_string(
     "learning_rate", "3e-4",
-    "Adam learning rate (per optimizer step): a number > 0, or 'auto' to train on the rate that "
-    "--lr_find suggests (needs --lr_find).")
+    "The optimizer's learning rate (per optimizer step; the peak with --lr_schedule): a number "
+    "> 0, or 'auto' to train on the rate that --lr_find suggests (needs --lr_find).")
+OPTIMIZER = flags.DEFINE_enum(
+    "optimizer", "adam", list(classifier.OPTIMIZERS),
+    "'adam' (the tutorial's; AdamW with --weight_decay) or 'sgd' (SGD with Nesterov momentum "
+    "0.9; usually wants a learning rate about 100x Adam's, e.g. 0.1 with --batch_size=128).")
 SYNC_BATCHNORM = flags.DEFINE_boolean(
     "sync_batchnorm", False,
     "BatchNorm computes batch statistics over the global batch across replicas, so N replicas "
@@ -32,13 +37,20 @@ WIDTH_MULTIPLIER = flags.DEFINE_float(
     "tutorial's 'bigger model' exercise. Must be > 0.", lower_bound=0.01)
 WEIGHT_DECAY = flags.DEFINE_float(
     "weight_decay", 0.0,
-    "Decoupled weight decay (AdamW) per optimizer step, as a fraction of learning_rate x weight, "
-    "applied to kernels only: biases and BatchNorm's scale and offset (every 1-D variable) do not "
-    "decay. 0 (the tutorial's) uses plain Adam.", lower_bound=0.0)
+    "Decoupled weight decay (AdamW's, also with --optimizer=sgd) per optimizer step, as a "
+    "fraction of learning_rate x weight, applied to kernels only: biases and BatchNorm's scale "
+    "and offset (every 1-D variable) do not decay. 0 (the tutorial's): no decay, plain Adam.",
+    lower_bound=0.0)
 LABEL_SMOOTHING = flags.DEFINE_float(
     "label_smoothing", 0.0,
     "Training targets give this much probability mass, spread evenly, to all classes, in [0, 1); "
     "evaluation uses hard labels.", lower_bound=0.0, upper_bound=0.99)
+
+TTA_FLIP = flags.DEFINE_boolean(
+    "tta_flip", False,
+    "Test-time augmentation: validation, the test, predictions and the exported model average "
+    "the logits of each image and of its mirror image (flipped left to right), at twice the "
+    "inference cost. Training is unchanged.")
 
 checks.require_finite(DROPOUT, WIDTH_MULTIPLIER, WEIGHT_DECAY, LABEL_SMOOTHING)
 

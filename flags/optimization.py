@@ -21,9 +21,10 @@ ACCUMULATE_GRAD_BATCHES = flags.DEFINE_integer(
     "then sees accumulate_grad_batches x batch_size examples. Steps per epoch shrink by the same "
     "factor.", lower_bound=1)
 LR_SCHEDULE = flags.DEFINE_enum(
-    "lr_schedule", "constant", ["constant", "cosine"],
-    "Learning rate over optimizer steps: 'constant' (the tutorial's), or 'cosine' (decay from "
-    "--learning_rate to 0 over the run). Both start with --warmup_steps of linear warmup.")
+    "lr_schedule", "constant", ["constant", "cosine", "linear"],
+    "Learning rate over optimizer steps: 'constant' (the tutorial's), 'cosine' (a cosine decay "
+    "from --learning_rate to 0 over the run) or 'linear' (a straight line down to 0; with "
+    "--warmup_steps, a one-cycle triangle). All start with --warmup_steps of linear warmup.")
 WARMUP_STEPS = flags.DEFINE_integer(
     "warmup_steps", 0,
     "Optimizer steps (>= 0) over which the learning rate rises linearly to --learning_rate: warmup "

@@ -6,6 +6,7 @@ measures, for tests/test_correct_paths.py:
     dropout         each replica's dropout mask for the same input (they must differ)
     all_reduces_*   gradient all-reduces issued per optimizer step, plain and reduced paths
     ranking         the best checkpoint's recorded score vs the score of its weights re-validated
+    tta             flip-averaged validation accuracy on 2 replicas vs the same computed eagerly
 """
 
 import json
@@ -78,6 +79,26 @@ def _ranking(strategy, tf, trainer, conftest, layers):
     return pairs
 
 
+def _tta_validation(strategy, tf, trainer, conftest):
+    """Validation with test-time flips on 2 replicas over 69 examples in global batches of 4:
+    the last batch holds one example, so one replica gets none. Returns the validated accuracy
+    and the accuracy of the flip-averaged logits computed eagerly over all 69 examples."""
+    import data  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    images, labels = conftest.quadrant_data(69, seed=2)
+    datamodule = data.ArrayImageData(train=conftest.quadrant_data(64, 0), val=(images, labels),
+                                     num_classes=4, batch_size=16, eval_batch_size=4)
+    with strategy.scope():
+        network = tf.keras.Sequential([tf.keras.layers.Flatten(), tf.keras.layers.Dense(4)])
+        module = trainer.ImageClassifier(network, tta_flip=True)
+    fitter = trainer.Trainer(strategy=strategy, epochs=1, num_sanity_val_steps=0,
+                             enable_progress_bar=False, enable_model_summary=False)
+    validated = fitter.validate(module, datamodule)["val_accuracy"]
+    pixels = data.scale_pixels(images)
+    logits = (network(pixels) + network(pixels[:, :, ::-1, :])) / 2
+    return [validated, float(np.mean(np.argmax(logits, axis=-1) == labels))]
+
+
 def main():
     strategy = distribute.create_strategy("mirrored", cpu_devices=2)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -88,7 +109,8 @@ def main():
 
     tf.keras.utils.set_random_seed(0)
     report = {"dropout": _dropout_masks(strategy, tf, layers),
-              "ranking": _ranking(strategy, tf, trainer, conftest, layers)}
+              "ranking": _ranking(strategy, tf, trainer, conftest, layers),
+              "tta": _tta_validation(strategy, tf, trainer, conftest)}
     report["all_reduces_plain"] = _count_gradient_all_reduces(strategy, tf, trainer, conftest)
     report["all_reduces_clip_accumulate"] = _count_gradient_all_reduces(
         strategy, tf, trainer, conftest, gradient_clip_val=1.0, accumulate_grad_batches=2)

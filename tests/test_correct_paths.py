@@ -1,6 +1,6 @@
 """The paths beside the default one: mid-epoch ranking, randomness across replicas, fp16 with
 anomaly checks, mixed precision with any network, repeated fits, one all-reduce per step, weight
-decay, warmup. The 2-replica checks share one subprocess (tests/paths_run.py)."""
+decay, warmup, test-time flips. The 2-replica checks share one subprocess (tests/paths_run.py)."""
 
 import json
 import os
@@ -223,3 +223,10 @@ def test_warmup_starts_above_zero_and_reaches_the_peak():
     assert rates[3] == pytest.approx(1e-2)     # The peak, at the last warmup step.
     assert rates[4] == pytest.approx(1e-2)     # The cosine starts at the peak.
     assert rates[-1] > 0 and all(a >= b for a, b in zip(rates[3:], rates[4:]))
+
+
+# ---- 9. Test-time flips score every example once, on any number of replicas ---------------------
+
+def test_flip_averaged_validation_on_two_replicas_scores_every_example_once(two_replicas):
+    validated, expected = two_replicas["tta"]
+    assert validated == pytest.approx(expected, abs=1e-6)

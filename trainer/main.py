@@ -308,7 +308,8 @@ def _module(datamodule, learning_rate: float | None) -> trainer.ImageClassifier:
                                    label_smoothing=model.LABEL_SMOOTHING.value,
                                    lr_schedule=run_flags.optimization.LR_SCHEDULE.value,
                                    warmup_steps=run_flags.optimization.WARMUP_STEPS.value,
-                                   ema_decay=run_flags.optimization.EMA_DECAY.value)
+                                   ema_decay=run_flags.optimization.EMA_DECAY.value,
+                                   optimizer=model.OPTIMIZER.value, tta_flip=model.TTA_FLIP.value)
 
 
 def _callbacks(model_dir):
@@ -403,7 +404,8 @@ def _datamodule() -> data.ImageClassificationData:
         test_split=dataset.TEST_SPLIT.value, predict_split=dataset.PREDICT_SPLIT.value,
         cache_dir=dataset.CACHE_DIR.value, batch_size=dataset.BATCH_SIZE.value,
         eval_batch_size=_eval_batch_size(), seed=run_flags.training.SEED.value,
-        augment=dataset.AUGMENT.value, data_order=dataset.DATA_ORDER.value)
+        augment=dataset.AUGMENT.value, crop_padding=dataset.CROP_PADDING.value,
+        data_order=dataset.DATA_ORDER.value)
     if _is_image_folder():
         image_size = dataset.IMAGE_SIZE.value
         datamodule = data.ImageFolderData(
@@ -438,6 +440,7 @@ def _settings() -> dict:
         "width_multiplier": run_flags.model.WIDTH_MULTIPLIER.value,
         "seed": run_flags.training.SEED.value,
         "accumulate_grad_batches": run_flags.optimization.ACCUMULATE_GRAD_BATCHES.value,
+        "optimizer": run_flags.model.OPTIMIZER.value,  # Its state (moments) fits no other.
         "limit_train_batches": run_flags.run_control.LIMIT_TRAIN_BATCHES.value,
         "overfit_batches": run_flags.run_control.OVERFIT_BATCHES.value,
         # Moving averages add optimizer state: a checkpoint with them fits only a run with them.

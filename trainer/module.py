@@ -107,8 +107,11 @@ class LogBook:
 
     def results(self, stage: str) -> dict[str, float]:
         """Returns {"<stage>_<name>": mean}; a host sync, and under MultiWorker a collective."""
-        return {f"{stage}_{name}": float(metric.result())
-                for name, metric in self.metrics[stage].items()}
+        return {name: float(value) for name, value in self.result_tensors(stage).items()}
+
+    def result_tensors(self, stage: str) -> dict[str, tf.Tensor]:
+        """`results` as tensors, e.g. for a traced function to return with its other outputs."""
+        return {f"{stage}_{name}": metric.result() for name, metric in self.metrics[stage].items()}
 
 
 class Module(tf.keras.Model):

@@ -76,9 +76,15 @@ class StepFunctions:
     def train_loop(self, iterator, num_steps):
         """Runs `num_steps` optimizer steps in one call: one dispatch and one host sync per call.
 
-        Returns the last step's loss (mean over its global batch, float32) and whether the step
-        was healthy; with `detect_anomaly` an unhealthy step (see `reduced_train_step`) ends the
-        call early.
+        Returns everything the host loop reads after the call, computed here so that the host
+        makes no other device call per loop call (each would cost a dispatch and a sync):
+
+            loss            the last step's loss (mean over its global batch, float32)
+            healthy         whether that step was (see `reduced_train_step`); with
+                            `detect_anomaly` an unhealthy step ends the call early
+            step            the optimizer's step count after the call
+            weights_finite  whether every trainable weight is still finite
+            metrics         the running means of the training metrics, `train_<name>`
         """
         loss, healthy = tf.constant(0.0), tf.constant(True)
         with self.module.logbook.recording("train"):
@@ -91,7 +97,10 @@ class StepFunctions:
                     loss = _as_float32(self.strategy.reduce(SUM, per_replica, axis=None))
                 if self.config.detect_anomaly and not healthy:
                     break
-        return loss, healthy
+        return {"loss": loss, "healthy": healthy,
+                "step": tf.convert_to_tensor(self.optimizer.iterations),
+                "weights_finite": optimization.all_finite(self.module.trainable_variables),
+                "metrics": self.module.logbook.result_tensors("train")}
 
     def train_step(self, batch):
         """One optimizer step on this replica's slice of the global batch; runs on every replica."""

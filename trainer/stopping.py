@@ -61,23 +61,23 @@ class TrainingDiverged(RuntimeError):
                    "first bad one")
 
 
-def stop_if_diverged(loss: float, variables, *, first_step: int, step: int,
+def stop_if_diverged(loss: float, *, weights_finite: bool, first_step: int, step: int,
                      checkpointer) -> None:
-    """Raises `TrainingDiverged` if `loss` or a value of `variables` is NaN or Inf.
+    """Raises `TrainingDiverged` if `loss` is NaN or Inf, or a weight is (`weights_finite` False).
 
-    The host loop calls it once per loop call, before it logs, validates or saves anything. The
-    weights are checked too because a step's update can overflow while its loss is still finite.
+    The host loop calls it once per loop call, before it logs, validates or saves anything, with
+    what the call computed (trainer/steps.py: `train_loop`). The weights are checked too because
+    a step's update can overflow while its loss is still finite.
 
     Args:
         loss: the last step's loss, already read to the host.
-        variables: the module's trainable variables.
+        weights_finite: whether every trainable weight was finite after the call.
         first_step, step: the first and last optimizer step of the loop call.
         checkpointer: to name the latest checkpoint (or None).
     """
     if not math.isfinite(loss):
         raise TrainingDiverged.at(f"the training loss is {loss}", first_step, step, checkpointer)
-    # One reduction per variable, then one host sync: per loop call, never per step.
-    if not bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])):
+    if not weights_finite:
         raise TrainingDiverged.at("a weight is NaN or Inf", first_step, step, checkpointer)
 
 

@@ -279,19 +279,18 @@ class Trainer:
                     break
                 self._call("on_epoch_begin", epoch, {})
                 logs = self._train_epoch(train_iterator, epoch)
-                if (self.schedule.validate_at_epoch_end(epoch, self.global_step)
-                        and self.data.has("val")):
+                step = self.global_step  # Read once: nothing below takes an optimizer step.
+                if self.schedule.validate_at_epoch_end(epoch, step) and self.data.has("val"):
                     logs.update(self._validate(epoch))
                 logs["elapsed_seconds"] = time.perf_counter() - start_time
-                self.record.end_epoch(epoch, self.global_step, logs)
-                self._print(reporting.epoch_line(epoch, self.loop_config.epochs, self.global_step,
-                                                 logs))
+                self.record.end_epoch(epoch, step, logs)
+                self._print(reporting.epoch_line(epoch, self.loop_config.epochs, step, logs))
                 self._rank(epoch, logs, validation=False)
                 self._call("on_epoch_end", epoch, logs)
                 # The epoch's checkpoint comes after its bookkeeping, so that it holds the
                 # epoch's history entry; a signal during the validation or the callbacks stops
                 # the run here, with that checkpoint.
-                self._save_and_maybe_stop(self.global_step, epoch_end=True)
+                self._save_and_maybe_stop(step, epoch_end=True)
             # A signal during the last save still stops the run before the end phase.
             self._save_and_maybe_stop(self.global_step, epoch_end=True)
 
@@ -304,26 +303,30 @@ class Trainer:
             self.module.logbook.reset("train")
             self.record.epoch_validation = {}
         speed = reporting.Throughput(step, examples_per_step=self.module.global_batch_size)
+        train_logs = None  # The training metrics' running means, as the last loop call read them.
         while step < end_step and not self.should_stop:
-            loss, healthy = train_loop(iterator,
-                                       tf.constant(self.schedule.steps_in_next_loop(step, epoch)))
-            # The loss and the step count are read to the host once per loop call, never per step.
-            loss, previous_step, step = float(loss), step, self.global_step
-            if self.step_config.detect_anomaly and not healthy:
+            out = train_loop(iterator, tf.constant(self.schedule.steps_in_next_loop(step, epoch)))
+            # What the call computed, read to the host together: the loop's one host sync per
+            # call, never one per step (and no further device calls for the checks below).
+            loss, previous_step, step = float(out["loss"]), step, int(out["step"])
+            if self.step_config.detect_anomaly and not out["healthy"]:
                 raise stopping.AnomalyDetected.at(step, loss, self.checkpointer)
             # Before anything is logged or saved: a diverged model must not overwrite a good one.
-            stopping.stop_if_diverged(loss, self.module.trainable_variables,
+            stopping.stop_if_diverged(loss, weights_finite=bool(out["weights_finite"]),
                                       first_step=previous_step + 1, step=step,
                                       checkpointer=self.checkpointer)
-            self._call("on_train_batch_end", step, dict(self.module.logbook.results("train"),
-                                                        loss=loss, images_per_s=speed.since(step)))
+            train_logs = {name: float(value) for name, value in out["metrics"].items()}
+            self._call("on_train_batch_end", step, dict(train_logs, loss=loss,
+                                                        images_per_s=speed.since(step)))
             if self.schedule.validate_after_loop(step) and self.data.has("val"):
                 self.record.epoch_validation = self._validate(epoch)
             if step < end_step:  # The epoch's end is saved by fit, after its bookkeeping.
                 self._save_and_maybe_stop(step)
             faults.reached("train_call")
-        return {**self.module.logbook.results("train"), **self.record.epoch_validation,
-                **self.step_functions.logs(), **speed.epoch_logs(step)}
+        if train_logs is None:  # Stopped before the epoch's first call: the restored means.
+            train_logs = self.module.logbook.results("train")
+        return {**train_logs, **self.record.epoch_validation, **self.step_functions.logs(),
+                **speed.epoch_logs(step)}
 
     # ---- Evaluation ----------------------------------------------------------------------------
 

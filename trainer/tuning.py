@@ -122,8 +122,8 @@ def _ramp(trainer, rates, half_width):
         train_loop = functions.traced("train", functions.train_loop)
         for rate in rates:
             set_rate(rate)
-            loss, _ = train_loop(iterator, tf.constant(1))
-            losses.append(float(loss))  # A host sync per step: the search must see every loss.
+            # A host sync per step: the search must see every loss.
+            losses.append(float(train_loop(iterator, tf.constant(1))["loss"]))
             recent = float(np.mean(losses[-(2 * half_width + 1):]))
             lowest = min(lowest, recent)
             if not math.isfinite(recent) or recent > DIVERGENCE * lowest:
