@@ -160,8 +160,7 @@ def _explain_selftest_or_train(strategy: tf.distribute.Strategy) -> dict | None:
     if run_flags.distribution.EVALUATE_CHECKPOINTS.value or distribute.is_evaluator_task():
         return _evaluate_checkpoints(strategy)
     if perturb_replica is not None:
-        raise ValueError(f"selftest_perturb_replica ({perturb_replica}) only applies with "
-                         "--selftest")
+        raise ValueError(f"selftest_perturb_replica ({perturb_replica}) needs --selftest")
     _check_same_flags(strategy)
     return _train(strategy)
 
@@ -295,21 +294,18 @@ def _module(datamodule, learning_rate: float | None) -> trainer.ImageClassifier:
     """The classifier the flags describe; call inside `strategy.scope()`. A learning rate of None
     ('auto') starts at the flag's default until --lr_find's suggestion replaces it, before the
     first step (--fast_dev_run, which skips the search, keeps the default)."""
-    model = run_flags.model
-    network = layers.build_cnn(model.MODEL.value, input_shape=datamodule.input_shape,
-                               num_classes=datamodule.num_classes,
-                               sync_batchnorm=model.SYNC_BATCHNORM.value,
-                               dropout=model.DROPOUT.value,
-                               width_multiplier=model.WIDTH_MULTIPLIER.value)
+    model, optimization = run_flags.model, run_flags.optimization
+    network = layers.build_cnn(
+        model.MODEL.value, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes,
+        sync_batchnorm=model.SYNC_BATCHNORM.value, dropout=model.DROPOUT.value,
+        width_multiplier=model.WIDTH_MULTIPLIER.value)
     if learning_rate is None:
         learning_rate = float(model.LEARNING_RATE.default)
-    return trainer.ImageClassifier(network, learning_rate=learning_rate,
-                                   weight_decay=model.WEIGHT_DECAY.value,
-                                   label_smoothing=model.LABEL_SMOOTHING.value,
-                                   lr_schedule=run_flags.optimization.LR_SCHEDULE.value,
-                                   warmup_steps=run_flags.optimization.WARMUP_STEPS.value,
-                                   ema_decay=run_flags.optimization.EMA_DECAY.value,
-                                   optimizer=model.OPTIMIZER.value, tta_flip=model.TTA_FLIP.value)
+    return trainer.ImageClassifier(
+        network, learning_rate=learning_rate, optimizer=model.OPTIMIZER.value,
+        weight_decay=model.WEIGHT_DECAY.value, label_smoothing=model.LABEL_SMOOTHING.value,
+        lr_schedule=optimization.LR_SCHEDULE.value, warmup_steps=optimization.WARMUP_STEPS.value,
+        ema_decay=optimization.EMA_DECAY.value, tta_flip=model.TTA_FLIP.value)
 
 
 def _callbacks(model_dir):
@@ -456,7 +452,7 @@ def _selftest(strategy, perturb_replica):
 
 
 def _plan(strategy) -> explain.Plan:
-    """The facts `--explain` prints, read from the flags, the strategy and the dataset's metadata."""
+    """What `--explain` prints, read from the flags, the strategy and the dataset's metadata."""
     datamodule = _datamodule()
     step_config = _step_config()
     policy = tf.keras.mixed_precision.Policy(precision.POLICIES[step_config.precision])
