@@ -34,17 +34,25 @@ def finished(tmp_path_factory):
 
 def test_a_second_command_on_a_run_directory_stops_at_once_naming_the_first(tmp_path):
     model_dir = tmp_path / "run"
-    first = start_main_mocked([*FLAGS, f"--model_dir={model_dir}", "--epochs=40"],
+    # Epochs enough that the first is still training when it is stopped below.
+    first = start_main_mocked([*FLAGS, f"--model_dir={model_dir}", "--epochs=1000"],
                               num_examples=NUM_EXAMPLES)
-    try:
+
+    def wait_for(path):
         deadline = time.time() + 120
-        while not os.path.exists(model_dir / ".lock") and time.time() < deadline:
+        while not os.path.exists(path) and time.time() < deadline:
             assert first.poll() is None, first.communicate()[1][-3000:]
             time.sleep(0.1)
-        second = _main(model_dir, "--epochs=40")
+
+    try:
+        wait_for(model_dir / ".lock")  # Taken before the model is even built.
+        second = _main(model_dir, "--epochs=1000")
         assert second.returncode == 1
         assert f"model_dir ({model_dir}) is in use: process {first.pid} on " in second.stderr
         assert "Traceback" not in second.stderr
+        # The first's SIGTERM handler is set when training starts: its first checkpoint (an
+        # epoch's end) says it has. Before that, a SIGTERM ends a run that has nothing to save.
+        wait_for(model_dir / "checkpoints" / "checkpoint")
     finally:
         first.send_signal(signal.SIGTERM)  # Saves and stops; the lock goes with it.
         first.communicate(timeout=120)
