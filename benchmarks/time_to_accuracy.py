@@ -39,6 +39,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import tutorial_job  # pylint: disable=wrong-import-position  # Its warm_cache, shared.
 TARGET = 0.80  # The test accuracy the recipe aims at, in at most half the tutorial's wall time.
 
 
@@ -86,18 +88,8 @@ def _test_accuracy(contender, result, model_dir):
 def _warm_cache(args):
     """An untimed one-step run of the recipe that decodes the train and test splits into the
     cache (the cache is keyed by split: it must read the splits the timed runs read)."""
-    work_dir = tempfile.mkdtemp(prefix="time-to-accuracy-warm-")
-    try:
-        command = _recipe_command(args, 0, os.path.join(work_dir, "model_dir")) + [
-            "--epochs=1", "--limit_train_batches=1", "--limit_test_batches=1",
-            "--warmup_steps=0"]
-        start = time.perf_counter()
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-        if result.returncode:
-            sys.exit(f"warming the cache failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-        print(f"decoded cache warmed in {time.perf_counter() - start:.1f} s (untimed)", flush=True)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    tutorial_job.warm_cache(lambda model_dir: _recipe_command(args, 0, model_dir) + [
+        "--epochs=1", "--limit_train_batches=1", "--limit_test_batches=1", "--warmup_steps=0"])
 
 
 def _measure(args):

@@ -158,15 +158,22 @@ def main():
 
 def _warm_cache(args):
     """An untimed one-step CLI run that decodes the train and test splits into the cache."""
-    work_dir = tempfile.mkdtemp(prefix="tutorial-job-warm-")
+    warm_cache(lambda model_dir: [
+        sys.executable, "-m", "trainer.main", "--model=sequential", "--epochs=1",
+        "--limit_train_batches=1", "--limit_val_batches=1", "--limit_test_batches=1",
+        f"--data_dir={args.data_dir}", "--download=false", f"--model_dir={model_dir}",
+        f"--cache_dir={args.cache_dir}"])
+
+
+def warm_cache(command_for):
+    """Runs `command_for(model_dir)`, a short CLI run that fills a --cache_dir, untimed, in a
+    scratch model_dir; exits with its output if it fails. benchmarks/time_to_accuracy.py uses
+    it too."""
+    work_dir = tempfile.mkdtemp(prefix="warm-cache-")
     try:
-        command = [sys.executable, "-m", "trainer.main", "--model=sequential", "--epochs=1",
-                   "--limit_train_batches=1", "--limit_val_batches=1", "--limit_test_batches=1",
-                   f"--data_dir={args.data_dir}", "--download=false",
-                   f"--model_dir={os.path.join(work_dir, 'model_dir')}",
-                   f"--cache_dir={args.cache_dir}"]
         start = time.perf_counter()
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        result = subprocess.run(command_for(os.path.join(work_dir, "model_dir")), cwd=ROOT,
+                                capture_output=True, text=True)
         if result.returncode:
             sys.exit(f"warming the cache failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
         print(f"decoded cache warmed in {time.perf_counter() - start:.1f} s (untimed)", flush=True)
