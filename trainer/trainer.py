@@ -306,8 +306,8 @@ class Trainer:
         train_logs = None  # The training metrics' running means, as the last loop call read them.
         while step < end_step and not self.should_stop:
             out = train_loop(iterator, tf.constant(self.schedule.steps_in_next_loop(step, epoch)))
-            # What the call computed, read to the host together: the loop's one host sync per
-            # call, never one per step (and no further device calls for the checks below).
+            # The call computed all of these: reading them waits for it once (one host sync per
+            # call, never one per step), and the checks below make no further device calls.
             loss, previous_step, step = float(out["loss"]), step, int(out["step"])
             if self.step_config.detect_anomaly and not out["healthy"]:
                 raise stopping.AnomalyDetected.at(step, loss, self.checkpointer)
